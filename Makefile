@@ -1,0 +1,71 @@
+# together-dash: `make run` sets everything up and runs the dashboard; `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+PORT ?= 8000
+SIMULATOR_PORT ?= 8001
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: run test test-faults bench bench-peers setup venv npm deps collectstatic migrate lint clean
+
+# ---- set-up ---------------------------------------------------------------------------------------
+$(VENV)/.stamp-runtime: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.stamp-dev: requirements-dev.txt requirements.txt $(VENV)/.stamp-runtime
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+node_modules/.stamp: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+venv: $(VENV)/.stamp-runtime
+npm: node_modules/.stamp
+deps: venv npm
+
+# Debian's Chromium drives the browser tests (Playwright's own browser download does not work offline).
+/usr/bin/chromium:
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+
+collectstatic: deps
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+
+migrate: venv
+	$(PY) manage.py migrate --noinput --verbosity 0
+
+setup: deps migrate collectstatic
+
+# ---- run ------------------------------------------------------------------------------------------
+# With no TOGETHER_API_KEY the simulator is started too and the app points at it (demo mode).
+run: setup
+	@if [ -z "$$TOGETHER_API_KEY" ]; then \
+	  echo "No TOGETHER_API_KEY set: demo mode against the local simulator on port $(SIMULATOR_PORT)."; \
+	  export DEMO_MODE=true TOGETHER_BASE_URL=http://127.0.0.1:$(SIMULATOR_PORT)/v1; \
+	  $(PY) manage.py bootstrap && \
+	  WEB_PORT=$(PORT) SIMULATOR_PORT=$(SIMULATOR_PORT) exec $(BIN)/honcho -f Procfile.demo start; \
+	else \
+	  $(PY) manage.py bootstrap && \
+	  WEB_PORT=$(PORT) exec $(BIN)/honcho -f Procfile start; \
+	fi
+
+# ---- tests ----------------------------------------------------------------------------------------
+test: deps $(VENV)/.stamp-dev /usr/bin/chromium collectstatic
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-faults: deps $(VENV)/.stamp-dev
+	$(BIN)/pytest -m faults $(PYTEST_ARGS)
+
+bench: deps $(VENV)/.stamp-dev
+	$(PY) bench/run_all.py
+
+lint: $(VENV)/.stamp-dev
+	$(BIN)/ruff check together_dash tests bench
+
+clean:
+	rm -rf $(VENV) node_modules staticfiles var

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from django.core.checks import run_checks
+from django.test import override_settings
+
+
+def _ids() -> set[str]:
+    return {message.id for message in run_checks(include_deployment_checks=True)}
+
+
+@override_settings(DEBUG=False, SECRET_KEY_FROM_ENV=False)
+def test_it_refuses_production_without_a_secret_key() -> None:
+    assert "together_dash.E001" in _ids()
+
+
+@override_settings(DEBUG=False, FIELD_ENCRYPTION_KEYS_FROM_ENV=False)
+def test_it_refuses_production_without_encryption_keys() -> None:
+    assert "together_dash.E002" in _ids()
+
+
+@override_settings(FIELD_ENCRYPTION_KEYS=["not-a-fernet-key"])
+def test_it_reports_a_malformed_encryption_key() -> None:
+    assert "together_dash.E003" in _ids()
+
+
+@override_settings(TOGETHER_BASE_URL="api.together.xyz/v1")
+def test_it_reports_a_relative_upstream_url() -> None:
+    assert "together_dash.E004" in _ids()
+
+
+@override_settings(DEBUG=False, EMAIL_BACKEND="django.core.mail.backends.console.EmailBackend", ALERT_EMAILS=[])
+def test_it_warns_when_alerts_cannot_reach_anyone() -> None:
+    ids = _ids()
+    assert {"together_dash.W001", "together_dash.W002"} <= ids
+
+
+@override_settings(DEBUG=True)  # pytest-django runs tests with DEBUG off
+def test_development_defaults_pass_every_check() -> None:
+    problems = [m for m in run_checks() if m.id.startswith("together_dash.")]
+    assert problems == []

@@ -1,0 +1,11 @@
+"""The JSON API under /api/ (django-ninja); its OpenAPI document is served at /api/openapi.json."""
+from __future__ import annotations
+
+from ninja import NinjaAPI
+
+api = NinjaAPI(
+    title="together-dash API",
+    version="1",
+    description="Ingest request logs, read usage and errors, and run Together preflight checks.",
+    urls_namespace="api",
+)

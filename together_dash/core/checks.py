@@ -1,0 +1,79 @@
+"""System checks that report production misconfiguration with stable ids."""
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography.fernet import Fernet
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+
+
+@register(Tags.security, deploy=True)
+def check_secrets(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """Production must not run on generated, throwaway secrets."""
+    errors = []
+    if not settings.DEBUG and not settings.SECRET_KEY_FROM_ENV:
+        errors.append(
+            Error(
+                "SECRET_KEY is not set while DEBUG is off.",
+                hint="Set SECRET_KEY in the environment to a long random string.",
+                id="together_dash.E001",
+            )
+        )
+    if not settings.DEBUG and not settings.FIELD_ENCRYPTION_KEYS_FROM_ENV:
+        errors.append(
+            Error(
+                "FIELD_ENCRYPTION_KEYS is not set while DEBUG is off; stored Together keys could not be decrypted after a restart.",
+                hint="Generate one with: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'",
+                id="together_dash.E002",
+            )
+        )
+    return errors
+
+
+@register()
+def check_encryption_keys(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """Every FIELD_ENCRYPTION_KEYS entry must be a valid Fernet key."""
+    errors = []
+    for index, key in enumerate(settings.FIELD_ENCRYPTION_KEYS):
+        try:
+            Fernet(key)
+        except (ValueError, TypeError):
+            errors.append(
+                Error(
+                    f"FIELD_ENCRYPTION_KEYS entry #{index + 1} is not a valid Fernet key.",
+                    hint="Each entry must be 32 url-safe base64-encoded bytes.",
+                    id="together_dash.E003",
+                )
+            )
+    return errors
+
+
+@register()
+def check_upstream(app_configs: Any = None, **kwargs: Any) -> list[Warning | Error]:
+    """The upstream URL must be absolute, and real email must be configured for alerts."""
+    messages: list[Warning | Error] = []
+    if not settings.TOGETHER_BASE_URL.startswith(("http://", "https://")):
+        messages.append(
+            Error(
+                f"TOGETHER_BASE_URL must be an absolute http(s) URL, got {settings.TOGETHER_BASE_URL!r}.",
+                id="together_dash.E004",
+            )
+        )
+    if not settings.DEBUG and settings.EMAIL_BACKEND.endswith("console.EmailBackend"):
+        messages.append(
+            Warning(
+                "Email goes to the console while DEBUG is off: alert emails will not reach anyone.",
+                hint="Set EMAIL_URL, e.g. smtp+tls://user:password@smtp.example.com:587.",
+                id="together_dash.W001",
+            )
+        )
+    if not settings.DEBUG and not settings.ALERT_EMAILS:
+        messages.append(
+            Warning(
+                "ALERT_EMAILS is empty: billing (402) alerts have no recipient.",
+                hint="Set ALERT_EMAILS to a comma-separated list of addresses.",
+                id="together_dash.W002",
+            )
+        )
+    return messages

@@ -1,0 +1,184 @@
+"""Upstream Together keys. Secrets are encrypted at rest and never rendered."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from together_dash.keys import crypto
+from together_dash.together.client import key_fingerprint
+
+
+class TogetherKey(models.Model):
+    """An upstream Together API key; its id stays stable across rotations."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        REVOKED = "revoked"
+
+    class Health(models.TextChoices):
+        UNKNOWN = "unknown"
+        HEALTHY = "healthy"
+        INVALID = "invalid"
+
+    name = models.CharField(max_length=100, unique=True)
+    secret_encrypted = models.TextField(editable=False)
+    last_four = models.CharField(max_length=4, editable=False)
+    fingerprint = models.CharField(max_length=16, db_index=True, editable=False)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    rotated_at = models.DateTimeField(null=True, blank=True)
+    rotated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    health = models.CharField(max_length=10, choices=Health.choices, default=Health.UNKNOWN)
+    health_checked_at = models.DateTimeField(null=True, blank=True)
+    health_detail = models.CharField(max_length=300, blank=True)
+    organization_name = models.CharField(max_length=200, blank=True)
+    project_name = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} (…{self.last_four})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == self.Status.ACTIVE
+
+    @property
+    def secret(self) -> str:
+        """The plaintext secret; only for building upstream requests, never for display."""
+        return crypto.decrypt(self.secret_encrypted)
+
+    def set_secret(self, secret: str) -> None:
+        """Encrypt and store a new secret, keeping only its last four characters in clear."""
+        self.secret_encrypted = crypto.encrypt(secret)
+        self.last_four = secret[-4:]
+        self.fingerprint = key_fingerprint(secret)
+
+    @classmethod
+    def create(cls, name: str, secret: str, user: object | None = None) -> TogetherKey:
+        key = cls(name=name, created_by=user)
+        key.set_secret(secret)
+        key.save()
+        return key
+
+
+def _hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class IssuedKeyQuerySet(models.QuerySet):
+    def usable(self) -> IssuedKeyQuerySet:
+        now = timezone.now()
+        return self.filter(status="active").filter(models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now))
+
+
+class IssuedKey(models.Model):
+    """A key this dashboard hands out: stored as a public prefix plus a sha256 of the whole key, shown once.
+
+    Format: "<kind>_<prefix>_<secret>", e.g. "tdk_3k9x2mq7_..." for an app key.
+    """
+
+    KIND = ""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        REVOKED = "revoked"
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12, unique=True, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    # A rotated key keeps its previous hash usable until previous_valid_until (the grace window).
+    previous_hash = models.CharField(max_length=64, blank=True, editable=False)
+    previous_valid_until = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    objects = IssuedKeyQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.KIND}_{self.prefix}_…)"
+
+    @classmethod
+    def split(cls, presented: str) -> tuple[str, str] | None:
+        """Return (prefix, whole key) when the presented string has this kind's shape."""
+        parts = presented.split("_", 2)
+        if len(parts) != 3 or parts[0] != cls.KIND or not parts[1] or not parts[2]:
+            return None
+        return parts[1], presented
+
+    def _new_secret(self) -> str:
+        self.prefix = self.prefix or secrets.token_hex(4)
+        return f"{self.KIND}_{self.prefix}_{secrets.token_urlsafe(32)}"
+
+    def issue(self) -> str:
+        """Generate the secret, store its hash and return it; the caller shows it once."""
+        whole = self._new_secret()
+        self.secret_hash = _hash_secret(whole)
+        return whole
+
+    def rotate(self, grace: timedelta | None = None) -> str:
+        """Issue a new secret; the old one keeps working for the grace window, if any."""
+        if grace:
+            self.previous_hash = self.secret_hash
+            self.previous_valid_until = timezone.now() + grace
+        else:
+            self.previous_hash, self.previous_valid_until = "", None
+        return self.issue()
+
+    def matches(self, presented: str) -> bool:
+        """Constant-time comparison against the current and, within its grace window, the previous hash."""
+        digest = _hash_secret(presented)
+        if hmac.compare_digest(digest, self.secret_hash):
+            return True
+        in_grace = self.previous_valid_until is not None and self.previous_valid_until > timezone.now()
+        return in_grace and bool(self.previous_hash) and hmac.compare_digest(digest, self.previous_hash)
+
+    @property
+    def is_usable(self) -> bool:
+        expired = self.expires_at is not None and self.expires_at <= timezone.now()
+        return self.status == self.Status.ACTIVE and not expired
+
+
+class AppKey(IssuedKey):
+    """A key an application presents to the proxy and the ingest API; maps to an upstream Together key."""
+
+    KIND = "tdk"
+
+    upstream_key = models.ForeignKey(TogetherKey, models.PROTECT, null=True, blank=True, related_name="app_keys")
+    allowed_models = models.JSONField(default=list, blank=True)
+    rate_limit_per_minute = models.PositiveIntegerField(null=True, blank=True)
+
+    def allows_model(self, model: str) -> bool:
+        return not self.allowed_models or model in self.allowed_models
+
+
+class ApiToken(IssuedKey):
+    """A read token for scripts using the JSON API (ops token)."""
+
+    KIND = "tdo"

@@ -1,0 +1,29 @@
+"""Scrub API keys and bearer tokens out of text before it is logged, stored or shown."""
+from __future__ import annotations
+
+import re
+
+REDACTED = "[redacted]"
+
+# Together keys are 64 hex characters (classic) or start with "tgp_"; ours start with "tdk_" / "tdo_".
+_PATTERNS = [
+    re.compile(r"(?i)(bearer\s+)[^\s\"',;]+"),
+    re.compile(r"(?i)((?:api[_-]?key|authorization|token|secret|password)[\"']?\s*[:=]\s*[\"']?)[^\s\"',;&]+"),
+    re.compile(r"\btgp_[A-Za-z0-9_\-]{8,}"),
+    re.compile(r"\btd[ko]_[A-Za-z0-9_\-]{8,}"),
+    re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}"),
+    re.compile(r"\b[0-9a-f]{64}\b"),
+]
+
+
+def redact(text: str, secrets: tuple[str, ...] | list[str] = ()) -> str:
+    """Return text with known secret shapes and the given literal secrets replaced."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, REDACTED)
+    for pattern in _PATTERNS:
+        if pattern.groups:
+            text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
+        else:
+            text = pattern.sub(REDACTED, text)
+    return text
