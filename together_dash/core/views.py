@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.contrib.auth.decorators import login_required
 from django.db import connection
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -13,6 +12,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from together_dash.core.roles import viewer_required
 from together_dash.traffic.models import CATEGORY_CHOICES, ErrorGroup, RequestLog
 
 
@@ -35,7 +35,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
 
 
-@login_required
+@viewer_required
 def overview(request: HttpRequest) -> HttpResponse:
     """Last 24 hours at a glance: volume, errors by category, open error groups."""
     since = timezone.now() - timedelta(hours=24)

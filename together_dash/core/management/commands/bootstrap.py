@@ -11,10 +11,9 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from together_dash.core.roles import KEY_ADMIN_GROUP, VIEWER_GROUP
 from together_dash.keys.models import TogetherKey
 
-VIEWER_GROUP = "viewer"
-KEY_ADMIN_GROUP = "key_admin"
 DEMO_UPSTREAM_SECRET = "sim-demo-upstream-key-0000"  # the simulator accepts any key; not a real secret
 
 
