@@ -48,6 +48,11 @@ class TogetherKey(models.Model):
     health_detail = models.CharField(max_length=300, blank=True)
     organization_name = models.CharField(max_length=200, blank=True)
     project_name = models.CharField(max_length=200, blank=True)
+    # After a rotation with a grace window the old ciphertext is kept until previous_valid_until, then
+    # wiped (expire_key_grace); the new secret is primary at once either way.
+    previous_secret_encrypted = models.TextField(blank=True, editable=False)
+    previous_last_four = models.CharField(max_length=4, blank=True, editable=False)
+    previous_valid_until = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["name"]
@@ -76,6 +81,25 @@ class TogetherKey(models.Model):
         key.set_secret(secret)
         key.save()
         return key
+
+    def mark_verified(self) -> None:
+        """Record that Together just accepted the secret (add and rotate verify before storing)."""
+        self.health, self.health_checked_at, self.health_detail = self.Health.HEALTHY, timezone.now(), ""
+        self.save(update_fields=["health", "health_checked_at", "health_detail"])
+
+    @property
+    def in_grace(self) -> bool:
+        """True while the secret replaced by the last rotation is still kept."""
+        return (
+            bool(self.previous_secret_encrypted)
+            and self.previous_valid_until is not None
+            and self.previous_valid_until > timezone.now()
+        )
+
+    @property
+    def previous_secret(self) -> str | None:
+        """The replaced secret while its grace window lasts (for a rollback); None afterwards."""
+        return crypto.decrypt(self.previous_secret_encrypted) if self.in_grace else None
 
 
 def _hash_secret(secret: str) -> str:
@@ -182,3 +206,54 @@ class ApiToken(IssuedKey):
     """A read token for scripts using the JSON API (ops token)."""
 
     KIND = "tdo"
+
+
+class AuditLog(models.Model):
+    """One key administration attempt, successful or not; never holds a secret."""
+
+    class Action(models.TextChoices):
+        CREATE = "create"
+        ROTATE = "rotate"
+        REVOKE = "revoke"
+        UPDATE = "update"
+        ROLLBACK = "rollback"
+        EXPIRE_GRACE = "expire_grace"
+        REENCRYPT = "reencrypt"
+
+    class Outcome(models.TextChoices):
+        SUCCESS = "success"
+        FAILURE = "failure"
+
+    class KeyType(models.TextChoices):
+        UPSTREAM = "upstream", "Upstream Together key"
+        APP = "app", "App key"
+        API_TOKEN = "api_token", "API token"
+        ENCRYPTION = "encryption", "Encryption key"
+
+    class Via(models.TextChoices):
+        WEB = "web"
+        ADMIN = "admin"
+        COMMAND = "command"
+        SYSTEM = "system"
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    action = models.CharField(max_length=16, choices=Action.choices)
+    outcome = models.CharField(max_length=8, choices=Outcome.choices)
+    key_type = models.CharField(max_length=12, choices=KeyType.choices)
+    # Plain ids and labels, not foreign keys: the trail outlives the rows it talks about.
+    key_id = models.BigIntegerField(null=True, blank=True)
+    key_label = models.CharField(max_length=120, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    username = models.CharField(max_length=150, blank=True)
+    via = models.CharField(max_length=8, choices=Via.choices)
+    source_address = models.GenericIPAddressField(null=True, blank=True)
+    detail = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["key_type", "key_id", "-created_at"], name="audit_key_time_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.username or '-'} {self.action} {self.key_label}"
