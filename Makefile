@@ -29,6 +29,12 @@ venv: $(VENV)/.stamp-runtime
 npm: node_modules/.stamp
 deps: venv npm
 
+# The together 1.5.x SDK in its own virtualenv: the dataset validator's verdicts are tested against its check_file.
+.venv-sdk1/.stamp:
+	test -x .venv-sdk1/bin/python || $(PYTHON) -m venv .venv-sdk1
+	.venv-sdk1/bin/python -m pip install --quiet together==1.5.34
+	touch $@
+
 # Debian's Chromium drives the browser tests (Playwright's own browser download does not work offline).
 /usr/bin/chromium:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
@@ -55,7 +61,7 @@ run: setup
 	fi
 
 # ---- tests ----------------------------------------------------------------------------------------
-test: deps $(VENV)/.stamp-dev /usr/bin/chromium collectstatic
+test: deps $(VENV)/.stamp-dev /usr/bin/chromium collectstatic .venv-sdk1/.stamp
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-faults: deps $(VENV)/.stamp-dev
