@@ -8,7 +8,7 @@ PORT ?= 8000
 SIMULATOR_PORT ?= 8001
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test test-faults bench bench-peers setup venv npm deps collectstatic migrate lint clean
+.PHONY: run test test-faults bench bench-scale bench-peers setup venv npm deps collectstatic migrate lint clean
 
 # ---- set-up ---------------------------------------------------------------------------------------
 $(VENV)/.stamp-runtime: requirements.txt
@@ -62,13 +62,18 @@ run: setup
 
 # ---- tests ----------------------------------------------------------------------------------------
 test: deps $(VENV)/.stamp-dev /usr/bin/chromium collectstatic .venv-sdk1/.stamp
-	$(BIN)/pytest $(PYTEST_ARGS)
+	# Tests keep generated secrets and broker folders in a scratch folder, not the developer's ./var.
+	TOGETHER_DASH_VAR_DIR=$$(mktemp -d) $(BIN)/pytest $(PYTEST_ARGS)
 
 test-faults: deps $(VENV)/.stamp-dev
 	$(BIN)/pytest -m faults $(PYTEST_ARGS)
 
 bench: deps $(VENV)/.stamp-dev
 	$(PY) bench/run_all.py
+
+# Dashboard at 10 thousand and 10 million request logs (scratch PostgreSQL databases, kept for reruns).
+bench-scale: deps $(VENV)/.stamp-dev
+	$(PY) bench/dashboard_scale.py $(BENCH_ARGS)
 
 lint: $(VENV)/.stamp-dev
 	$(BIN)/ruff check together_dash tests bench

@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from together_dash.core.roles import KEY_ADMIN_GROUP, VIEWER_GROUP
+from together_dash.core.schedule import sync_periodic_tasks
 from together_dash.keys.models import TogetherKey
 
 DEMO_UPSTREAM_SECRET = "sim-demo-upstream-key-0000"  # the simulator accepts any key; not a real secret
@@ -26,6 +27,7 @@ class Command(BaseCommand):
                 Group.objects.get_or_create(name=name)
             self._ensure_admin()
             self._ensure_upstream_key()
+            self._ensure_schedule()
 
     def _ensure_admin(self) -> None:
         User = get_user_model()
@@ -60,3 +62,9 @@ class Command(BaseCommand):
         if not TogetherKey.objects.filter(name=name).exists():
             key = TogetherKey.create(name=name, secret=secret)
             self.stdout.write(f"Added upstream Together key {key}.")
+
+    def _ensure_schedule(self) -> None:
+        # Creates only the missing periodic tasks: intervals ops edited in the admin are kept.
+        created = sync_periodic_tasks(demo=settings.DEMO_MODE)
+        if created:
+            self.stdout.write(f"Scheduled pollers: {', '.join(created)}.")
