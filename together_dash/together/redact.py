@@ -8,7 +8,9 @@ REDACTED = "[redacted]"
 # Together keys are 64 hex characters (classic) or start with "tgp_"; ours start with "tdk_" / "tdo_".
 _PATTERNS = [
     re.compile(r"(?i)(bearer\s+)[^\s\"',;]+"),
-    re.compile(r"(?i)((?:api[_-]?key|authorization|token|secret|password)[\"']?\s*[:=]\s*[\"']?)[^\s\"',;&]+"),
+    # key=value / "key": "value" pairs; the value must look like a credential (12+ characters) so prose such
+    # as "Invalid API key: check it" stays readable.
+    re.compile(r"(?i)((?:api[_-]?key|authorization|token|secret|password)[\"']?\s*[:=]\s*[\"']?)[^\s\"',;&]{12,}"),
     re.compile(r"\btgp_[A-Za-z0-9_\-]{8,}"),
     re.compile(r"\btd[ko]_[A-Za-z0-9_\-]{8,}"),
     re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}"),
