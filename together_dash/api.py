@@ -9,3 +9,11 @@ api = NinjaAPI(
     description="Ingest request logs, read usage and errors, and run Together preflight checks.",
     urls_namespace="api",
 )
+
+from together_dash.traffic.api import router as traffic_router  # noqa: E402
+
+api.add_router("/", traffic_router)
+
+from together_dash.tools.api import router as tools_router  # noqa: E402
+
+api.add_router("/", tools_router)

@@ -70,6 +70,8 @@ INSTALLED_APPS = [
     "together_dash.jobs",
     "together_dash.pollers",
     "together_dash.tools",
+    "together_dash.dashboard",
+    "together_dash.alerts",
 ]
 
 MIDDLEWARE = [
@@ -154,6 +156,10 @@ vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="together-dash <alerts@localhost>")
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 ALERT_EMAILS = env.list("ALERT_EMAILS", default=[])
+# Alerts (together_dash/alerts): when at least ALERT_DIGEST_MIN emails for the same people are pending
+# within ALERT_DIGEST_WINDOW_SECONDS, they go out as one digest email.
+ALERT_DIGEST_MIN = env.int("ALERT_DIGEST_MIN", default=4)
+ALERT_DIGEST_WINDOW_SECONDS = env.int("ALERT_DIGEST_WINDOW_SECONDS", default=60)
 
 # Upstream Together API. With no key, `make run` starts the simulator and points TOGETHER_BASE_URL at it.
 TOGETHER_API_KEY = env.str("TOGETHER_API_KEY", default="")
@@ -162,16 +168,47 @@ TOGETHER_TIMEOUT = env.float("TOGETHER_TIMEOUT", default=60.0)
 TOGETHER_CONNECT_TIMEOUT = env.float("TOGETHER_CONNECT_TIMEOUT", default=5.0)
 DEMO_MODE = env.bool("DEMO_MODE", default=False)
 
+# Request logs and rollups (together_dash/traffic): retention and ingest limits.
+REQUEST_LOG_RETENTION_DAYS = env.int("REQUEST_LOG_RETENTION_DAYS", default=30)
+ROLLUP_MINUTE_RETENTION_DAYS = env.int("ROLLUP_MINUTE_RETENTION_DAYS", default=3)
+INGEST_MAX_BYTES = env.int("INGEST_MAX_BYTES", default=5 * 1024 * 1024)
+INGEST_MAX_RECORDS = env.int("INGEST_MAX_RECORDS", default=10_000)
+
+# The proxy at /v1/ (together_dash/traffic/proxy). App keys are checked against a per-process cache,
+# so a revoked or expired app key stops working within PROXY_KEY_CACHE_SECONDS.
+# PROXY_PASSTHROUGH: clients may send their own Together key, attributed by its fingerprint.
+# Request logs wait in a bounded in-memory buffer and are written in batches; when the database is
+# down they are held up to PROXY_LOG_BUFFER_SIZE and the rest are dropped and counted.
+# PROXY_BODY_SAMPLE_RATE: share of requests (0.0-1.0) whose bodies are kept, redacted and capped.
+PROXY_PASSTHROUGH = env.bool("PROXY_PASSTHROUGH", default=False)
+PROXY_KEY_CACHE_SECONDS = env.float("PROXY_KEY_CACHE_SECONDS", default=2.0)
+PROXY_LOG_BUFFER_SIZE = env.int("PROXY_LOG_BUFFER_SIZE", default=10_000)
+PROXY_LOG_BATCH_SIZE = env.int("PROXY_LOG_BATCH_SIZE", default=500)
+PROXY_LOG_FLUSH_INTERVAL = env.float("PROXY_LOG_FLUSH_INTERVAL", default=0.2)
+PROXY_BODY_SAMPLE_RATE = env.float("PROXY_BODY_SAMPLE_RATE", default=0.0)
+PROXY_BODY_SAMPLE_MAX_BYTES = env.int("PROXY_BODY_SAMPLE_MAX_BYTES", default=4096)
+
+# Pollers (together_dash/pollers): every key is polled concurrently, POLLER_CONCURRENCY at a time; each
+# call has POLLER_TIMEOUT seconds, each key POLLER_KEY_DEADLINE for all its calls. A 429 asking to wait
+# longer than POLLER_MAX_RETRY_WAIT skips that key until its reset instead of stalling the poll.
+POLLER_CONCURRENCY = env.int("POLLER_CONCURRENCY", default=50)
+POLLER_TIMEOUT = env.float("POLLER_TIMEOUT", default=20.0)
+POLLER_KEY_DEADLINE = env.float("POLLER_KEY_DEADLINE", default=60.0)
+POLLER_MAX_RETRY_WAIT = env.float("POLLER_MAX_RETRY_WAIT", default=2.0)
+FINETUNE_STUCK_AFTER = env.int("FINETUNE_STUCK_AFTER", default=3600)  # seconds pending or queued
+RATE_LIMIT_SNAPSHOT_RETENTION_DAYS = env.int("RATE_LIMIT_SNAPSHOT_RETENTION_DAYS", default=14)
+
 # Celery. The default broker is kombu's filesystem transport: no server needed.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "celery-broker"
-    for _sub in ("queue", "processed"):
+    for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
     # The filesystem transport has no fanout exchange, so remote control (broadcast) is off.

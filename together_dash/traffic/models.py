@@ -4,9 +4,11 @@ from __future__ import annotations
 import hashlib
 
 from django.db import models
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from together_dash.keys.models import AppKey, TogetherKey
+from together_dash.together.errors import TAXONOMY, KindInfo
 
 CATEGORY_CHOICES = [
     ("auth", "Auth"),
@@ -28,10 +30,20 @@ class RequestLog(models.Model):
 
     created_at = models.DateTimeField(default=timezone.now)
     source = models.CharField(max_length=8, choices=Source.choices, default=Source.PROXY)
-    app_key = models.ForeignKey(AppKey, models.SET_NULL, null=True, blank=True, related_name="+")
-    upstream_key = models.ForeignKey(TogetherKey, models.SET_NULL, null=True, blank=True, related_name="+")
+    # The plain FK indexes are replaced by the (fk, -created_at, -id) keyset indexes below: fewer indexes
+    # to maintain on the ingest path, and each one also serves filtered, time-ordered listing.
+    # No database constraints either: PostgreSQL checks a deferred foreign key with a trigger per row
+    # at commit, which cost more than half the ingest rate. Django still applies SET_NULL on delete.
+    app_key = models.ForeignKey(
+        AppKey, models.SET_NULL, null=True, blank=True, related_name="+", db_index=False, db_constraint=False
+    )
+    upstream_key = models.ForeignKey(
+        TogetherKey, models.SET_NULL, null=True, blank=True, related_name="+", db_index=False,
+        db_constraint=False,
+    )
     # Ingest records may carry the client's own id; (app_key, client_id) makes re-sends idempotent.
-    client_id = models.CharField(max_length=100, null=True, blank=True)
+    # NULL, not "", for "no id": the partial unique constraint below only covers rows that have one.
+    client_id = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001
     key_fingerprint = models.CharField(max_length=16, blank=True)
     method = models.CharField(max_length=8, default="POST")
     endpoint = models.CharField(max_length=200)
@@ -55,7 +67,10 @@ class RequestLog(models.Model):
     category = models.CharField(max_length=16, choices=CATEGORY_CHOICES, blank=True)
     kind = models.CharField(max_length=40, blank=True)
     error_message = models.CharField(max_length=1000, blank=True)
-    error_group = models.ForeignKey("ErrorGroup", models.SET_NULL, null=True, blank=True, related_name="+")
+    error_group = models.ForeignKey(
+        "ErrorGroup", models.SET_NULL, null=True, blank=True, related_name="+", db_index=False,
+        db_constraint=False,
+    )
 
     class Meta:
         constraints = [
@@ -68,12 +83,18 @@ class RequestLog(models.Model):
         indexes = [
             # Keyset pagination and time-bounded listing: newest first, id breaks ties.
             models.Index(fields=["-created_at", "-id"], name="reqlog_time_idx"),
-            models.Index(fields=["upstream_key", "-created_at"], name="reqlog_key_time_idx"),
-            models.Index(fields=["model_requested", "-created_at"], name="reqlog_model_time_idx"),
+            models.Index(fields=["upstream_key", "-created_at", "-id"], name="reqlog_key_keyset_idx"),
+            models.Index(fields=["app_key", "-created_at", "-id"], name="reqlog_appkey_keyset_idx"),
+            models.Index(fields=["model_requested", "-created_at", "-id"], name="reqlog_model_keyset_idx"),
             models.Index(
-                fields=["category", "-created_at"],
-                name="reqlog_error_time_idx",
+                fields=["category", "-created_at", "-id"],
+                name="reqlog_error_keyset_idx",
                 condition=~models.Q(category=""),
+            ),
+            models.Index(
+                fields=["error_group", "-created_at", "-id"],
+                name="reqlog_group_keyset_idx",
+                condition=models.Q(error_group__isnull=False),
             ),
         ]
 
@@ -115,7 +136,112 @@ class ErrorGroup(models.Model):
     def __str__(self) -> str:
         return f"{self.category}/{self.kind} {self.model or '-'} {self.endpoint}"
 
+    @property
+    def info(self) -> KindInfo | None:
+        """Cause, fix and retry advice for this group's kind, from the classifier's taxonomy."""
+        return TAXONOMY.get(self.kind)
+
+    def resolve(self) -> bool:
+        """Mark the group resolved; False when it was not open (someone else got there first)."""
+        now = timezone.now()
+        changed = ErrorGroup.objects.filter(id=self.id, state=self.State.OPEN).update(
+            state=self.State.RESOLVED, resolved_at=now
+        )
+        if changed:
+            self.state, self.resolved_at = self.State.RESOLVED, now
+        return bool(changed)
+
     @staticmethod
     def make_fingerprint(category: str, kind: str, model: str, endpoint: str, key_id: int | None) -> str:
         raw = "|".join([category, kind, model, endpoint, str(key_id or "")])
         return hashlib.sha1(raw.encode(), usedforsecurity=False).hexdigest()
+
+
+# Latency histogram: each request with a known latency lands in exactly one bucket (not cumulative).
+# latency_le_<N> counts latencies in (previous bound, N] milliseconds; latency_gt_10000 the rest.
+LATENCY_BOUNDS_MS: tuple[int, ...] = (100, 250, 500, 1000, 2500, 5000, 10000)
+LATENCY_COLUMNS: tuple[str, ...] = (*(f"latency_le_{b}" for b in LATENCY_BOUNDS_MS), "latency_gt_10000")
+ERROR_COLUMNS: dict[str, str] = {category: f"errors_{category}" for category, _ in CATEGORY_CHOICES}
+# Every counter column of a rollup row, in the order recording.py aggregates them.
+COUNTER_COLUMNS: tuple[str, ...] = (
+    "requests",
+    *ERROR_COLUMNS.values(),
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost_usd",
+    "latency_sum_ms",
+    "latency_count",
+    *LATENCY_COLUMNS,
+)
+
+
+class UsageRollup(models.Model):
+    """Per (bucket, upstream key, model) counters, incremented by recording.record_entries()."""
+
+    bucket = models.DateTimeField()
+    upstream_key = models.ForeignKey(
+        TogetherKey, models.PROTECT, null=True, blank=True, related_name="+", db_index=False
+    )
+    model = models.CharField(max_length=200, blank=True)
+    requests = models.BigIntegerField(default=0)
+    errors_auth = models.BigIntegerField(default=0)
+    errors_billing = models.BigIntegerField(default=0)
+    errors_rate_limit = models.BigIntegerField(default=0)
+    errors_validation = models.BigIntegerField(default=0)
+    errors_not_found = models.BigIntegerField(default=0)
+    errors_server = models.BigIntegerField(default=0)
+    errors_network = models.BigIntegerField(default=0)
+    # Token sums count only the requests that reported them; unknown stays out, never counted as 0.
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    total_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=20, decimal_places=8, default=0)
+    latency_sum_ms = models.FloatField(default=0)
+    latency_count = models.BigIntegerField(default=0)
+    latency_le_100 = models.BigIntegerField(default=0)
+    latency_le_250 = models.BigIntegerField(default=0)
+    latency_le_500 = models.BigIntegerField(default=0)
+    latency_le_1000 = models.BigIntegerField(default=0)
+    latency_le_2500 = models.BigIntegerField(default=0)
+    latency_le_5000 = models.BigIntegerField(default=0)
+    latency_le_10000 = models.BigIntegerField(default=0)
+    latency_gt_10000 = models.BigIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+        # NULL keys must collide too, so the unique index is on COALESCE(upstream_key_id, 0);
+        # recording.py names the same expression in its ON CONFLICT target.
+        constraints = [
+            models.UniqueConstraint(
+                models.F("bucket"),
+                Coalesce("upstream_key", models.Value(0), output_field=models.BigIntegerField()),
+                models.F("model"),
+                name="%(class)s_bucket_key_model_uniq",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["upstream_key", "bucket"], name="%(class)s_key_bucket_idx"),
+            models.Index(fields=["model", "bucket"], name="%(class)s_model_bucket_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.bucket:%Y-%m-%d %H:%M} key={self.upstream_key_id or '-'} {self.model or '-'}"
+
+    @property
+    def errors(self) -> int:
+        return sum(getattr(self, column) for column in ERROR_COLUMNS.values())
+
+
+class UsageMinute(UsageRollup):
+    """Usage per minute; kept ROLLUP_MINUTE_RETENTION_DAYS, read for ranges up to 24 hours."""
+
+    class Meta(UsageRollup.Meta):
+        pass
+
+
+class UsageHour(UsageRollup):
+    """Usage per hour; kept for good, read for ranges beyond 24 hours."""
+
+    class Meta(UsageRollup.Meta):
+        pass

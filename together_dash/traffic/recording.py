@@ -1,0 +1,513 @@
+"""Turn batches of LogEntry into RequestLog rows, error groups and usage rollups, in one transaction.
+
+Many writers run at once (proxy processes, the ingest API, workers), so every shared counter is
+incremented in the database with INSERT ... ON CONFLICT DO UPDATE SET n = n + excluded.n, after the
+batch was aggregated in Python so each group or rollup row is touched once per batch. Rows are sent in
+a sorted order so two writers lock them in the same order and cannot deadlock each other.
+
+Request logs go in with COPY on PostgreSQL (executemany on SQLite). Ingest records carrying a client id
+are first checked against the (app key, client id) unique index, so a re-send is skipped before it
+counts anywhere; two writers racing with the same ids are caught by that constraint, and the loser's
+batch is rolled back and checked again.
+"""
+from __future__ import annotations
+
+import bisect
+import functools
+import json
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from django.db import IntegrityError, connection, transaction
+from django.db.backends.utils import CursorWrapper
+
+from together_dash.catalog.pricing import cost_usd as catalog_cost
+from together_dash.traffic.entries import LogEntry
+from together_dash.traffic.models import (
+    COUNTER_COLUMNS,
+    ERROR_COLUMNS,
+    LATENCY_BOUNDS_MS,
+    ErrorGroup,
+    RequestLog,
+    UsageHour,
+    UsageMinute,
+)
+
+INSERT_CHUNK = 1000
+RESEND_RACE_ATTEMPTS = 3
+_INT4 = 2**31 - 1
+_INT2 = 2**15 - 1
+_MAX_COST = Decimal("999999")
+_COST_PLACES = Decimal("0.00000001")
+
+LOG_COLUMNS: tuple[str, ...] = (
+    "created_at", "source", "app_key_id", "upstream_key_id", "client_id", "key_fingerprint", "method",
+    "endpoint", "model_requested", "model_served", "stream", "status_code", "latency_ms", "ttft_ms",
+    "prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "cost_usd", "request_id",
+    "ratelimit_limit", "ratelimit_remaining", "ratelimit_reset", "tokenlimit_limit", "tokenlimit_remaining",
+    "category", "kind", "error_message", "error_group_id",
+)
+# Positions in a log row, for the aggregation loops (attribute lookups would cost more per row).
+_AT = {column: position for position, column in enumerate(LOG_COLUMNS)}
+_CREATED, _KEY, _CLIENT_ID = _AT["created_at"], _AT["upstream_key_id"], _AT["client_id"]
+_ENDPOINT, _STATUS, _LATENCY = _AT["endpoint"], _AT["status_code"], _AT["latency_ms"]
+_COST, _GROUP = _AT["cost_usd"], _AT["error_group_id"]
+_CATEGORY, _KIND, _MESSAGE = _AT["category"], _AT["kind"], _AT["error_message"]
+_TOKENS = (_AT["prompt_tokens"], _AT["completion_tokens"], _AT["total_tokens"])
+_ERROR_OFFSET = {category: 1 + i for i, category in enumerate(ERROR_COLUMNS)}
+_TOKENS_AT = COUNTER_COLUMNS.index("prompt_tokens")
+_COST_AT = COUNTER_COLUMNS.index("cost_usd")
+_LATENCY_AT = COUNTER_COLUMNS.index("latency_sum_ms")
+_HISTOGRAM_AT = COUNTER_COLUMNS.index("latency_count") + 1
+
+
+@dataclass(slots=True)
+class KeyOutcome:
+    """What one batch said about one upstream key: how many 402s and successes, and the first 402."""
+
+    payment_required: int = 0
+    successes: int = 0
+    first_payment_required_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class RecordResult:
+    """Counts of one record_entries() call; duplicates are re-sent ingest records that were skipped."""
+
+    created: int = 0
+    duplicates: int = 0
+    duplicate_indexes: list[int] = field(default_factory=list)
+    keys: dict[int | None, KeyOutcome] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Item:
+    """One entry on its way to the database: its row values plus what the aggregates need."""
+
+    index: int
+    entry: LogEntry
+    row: list
+    model: str
+    fingerprint: str = ""
+
+
+def record_entries(entries: Sequence[LogEntry]) -> RecordResult:
+    """Store a batch of entries with their error groups and rollups, all or nothing."""
+    items = [_prepare(index, entry) for index, entry in enumerate(entries)]
+    for attempt in range(1, RESEND_RACE_ATTEMPTS + 1):
+        try:
+            return _record(items)
+        except IntegrityError:
+            # Another writer stored one of these client ids between our check and our insert (the
+            # unique constraint caught it); the whole batch was rolled back, so check again.
+            if attempt == RESEND_RACE_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _record(items: list[_Item]) -> RecordResult:
+    result = RecordResult()
+    new, keyed = _split_keyed(items, result)
+    if not new and not keyed:
+        return result
+    with transaction.atomic(), connection.cursor() as cursor:
+        stored = _skip_stored(cursor, keyed)
+        _count_duplicates(keyed, stored, result)
+        new += [item for item in keyed if _client_key(item) not in stored]
+        group_ids = _upsert_groups(cursor, [item for item in new if item.fingerprint])
+        _insert_logs(cursor, new, group_ids)
+        _upsert_rollups(cursor, new)
+    result.created = len(new)
+    result.keys = _tally_keys(new)
+    _after_commit_alert(result)
+    return result
+
+
+def _after_commit_alert(result: RecordResult) -> None:
+    """Let the billing alert see this batch's 402s and successes; an alert problem never fails recording."""
+    try:
+        from together_dash.alerts.evaluation import on_recorded
+
+        transaction.on_commit(lambda: on_recorded(result), robust=True)
+    except Exception:  # noqa: BLE001 - recording must succeed whatever the alerts app does
+        logging.getLogger(__name__).exception("could not hand the batch to the alerts")
+
+
+# ---- preparing rows ----------------------------------------------------------------------------------
+
+def _prepare(index: int, entry: LogEntry) -> _Item:
+    """Clean one entry into a row; one bad value must not make the whole batch fail forever."""
+    created_at = _utc(entry.created_at)
+    model = _text(entry.model_requested, 200)
+    served = _text(entry.model_served, 200)
+    endpoint = _text(entry.endpoint, 200)
+    category = _text(entry.category, 16)
+    kind = _text(entry.kind, 40)
+    prompt, completion = _int4(entry.prompt_tokens), _int4(entry.completion_tokens)
+    row = [
+        created_at, _text(entry.source, 8) or "proxy", entry.app_key_id, entry.upstream_key_id,
+        _text(entry.client_id, 100) if entry.client_id is not None else None,
+        _text(entry.key_fingerprint, 16), _text(entry.method, 8), endpoint, model, served, bool(entry.stream),
+        _int(entry.status_code, _INT2), entry.latency_ms, entry.ttft_ms, prompt, completion,
+        _int4(entry.total_tokens), _int4(entry.cached_tokens), _cost(served or model, prompt, completion),
+        _text(entry.request_id, 100), _int4(entry.ratelimit_limit), _int4(entry.ratelimit_remaining),
+        entry.ratelimit_reset, _int4(entry.tokenlimit_limit), _int4(entry.tokenlimit_remaining),
+        category, kind, _text(entry.error_message, 1000), None,
+    ]
+    item = _Item(index, entry, row, model or served)
+    if category:
+        key_id = entry.upstream_key_id
+        item.fingerprint = ErrorGroup.make_fingerprint(category, kind, item.model, endpoint, key_id)
+    return item
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _text(value: str | None, limit: int) -> str:
+    """Cut to the column length and drop what neither database can store (NUL, lone surrogates)."""
+    if not value:
+        return ""
+    value = value[:limit]
+    if not value.isascii():
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    return value.replace("\x00", "") if "\x00" in value else value
+
+
+def _int(value: int | float | None, limit: int) -> int | None:
+    if value is None or not -limit <= value <= limit:
+        return None
+    return int(value)
+
+
+def _int4(value: int | float | None) -> int | None:
+    return _int(value, _INT4)
+
+
+def _cost(model: str, prompt: int | None, completion: int | None) -> Decimal | None:
+    if not model:
+        return None
+    cost = catalog_cost(model, prompt, completion)
+    if cost is None or not cost.is_finite() or abs(cost) >= _MAX_COST:
+        return None
+    return cost.quantize(_COST_PLACES)
+
+
+def _client_key(item: _Item) -> tuple[int | None, str]:
+    return item.entry.app_key_id, item.row[_CLIENT_ID]
+
+
+def _split_keyed(items: list[_Item], result: RecordResult) -> tuple[list[_Item], list[_Item]]:
+    """Entries without a client id are always new; keyed ones may be re-sends, also within the batch."""
+    new: list[_Item] = []
+    keyed: list[_Item] = []
+    seen: set[tuple[int | None, str]] = set()
+    for item in items:
+        if item.row[_CLIENT_ID] is None:
+            new.append(item)
+        elif _client_key(item) in seen:
+            result.duplicates += 1
+            result.duplicate_indexes.append(item.index)
+        else:
+            seen.add(_client_key(item))
+            keyed.append(item)
+    return new, keyed
+
+
+def _count_duplicates(keyed: list[_Item], stored: set[tuple], result: RecordResult) -> None:
+    for item in keyed:
+        if _client_key(item) in stored:
+            result.duplicates += 1
+            result.duplicate_indexes.append(item.index)
+    result.duplicate_indexes.sort()
+
+
+# ---- request logs ------------------------------------------------------------------------------------
+
+@functools.cache
+def _qn(name: str) -> str:
+    # Cached: SQL is built per batch, and connection.ops goes through a thread-local lookup each time.
+    return connection.ops.quote_name(name)
+
+
+def _adapted(values: list) -> list:
+    """SQLite needs datetimes as Django stores them (naive UTC text); psycopg adapts them itself."""
+    if connection.vendor == "postgresql":
+        return values
+    adapt = connection.ops.adapt_datetimefield_value
+    return [adapt(value) if isinstance(value, datetime) else value for value in values]
+
+
+def _insert_sql(table: str, columns: Sequence[str], rows: int, tail: str = "") -> str:
+    placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    column_list = ", ".join(_qn(column) for column in columns)
+    # Only quoted identifiers from _meta and fixed SQL are formatted in; every value is a parameter.
+    values = ", ".join([placeholders] * rows)
+    return f"INSERT INTO {_qn(table)} ({column_list}) VALUES {values} {tail}"  # noqa: S608
+
+
+def _chunks(rows: list, size: int = INSERT_CHUNK) -> Iterable[list]:
+    for start in range(0, len(rows), size):
+        yield rows[start:start + size]
+
+
+def _skip_stored(cursor: CursorWrapper, keyed: list[_Item]) -> set[tuple[int | None, str]]:
+    """The (app key, client id) pairs of this batch that an earlier request already stored."""
+    by_app_key: dict[int, list[str]] = {}
+    for item in keyed:
+        if item.entry.app_key_id is not None:  # without an app key there is nothing to be idempotent per
+            by_app_key.setdefault(item.entry.app_key_id, []).append(item.row[_CLIENT_ID])
+    stored: set[tuple[int | None, str]] = set()
+    for app_key_id, client_ids in by_app_key.items():
+        for chunk in _chunks(client_ids):
+            cursor.execute(*_stored_ids_query(app_key_id, chunk))
+            stored.update((app_key_id, client_id) for (client_id,) in cursor.fetchall())
+    return stored
+
+
+def _stored_ids_query(app_key_id: int, client_ids: list[str]) -> tuple[str, list]:
+    """One probe of the (app_key_id, client_id) unique index per id.
+
+    On PostgreSQL a LATERAL probe per id: with a plain IN list and stale statistics after a bulk load,
+    the planner scanned every row of the app key instead (hundreds of ms per batch).
+    """
+    table = _qn(RequestLog._meta.db_table)
+    if connection.vendor == "postgresql":
+        probe = f"SELECT 1 FROM {table} t WHERE t.app_key_id = %s AND t.client_id = v.client_id LIMIT 1"  # noqa: S608
+        sql = f"SELECT v.client_id FROM unnest(%s::text[]) AS v(client_id) CROSS JOIN LATERAL ({probe}) hit"  # noqa: S608
+        return sql, [client_ids, app_key_id]
+    placeholders = ", ".join(["%s"] * len(client_ids))
+    sql = f"SELECT client_id FROM {table} WHERE app_key_id = %s AND client_id IN ({placeholders})"  # noqa: S608
+    return sql, [app_key_id, *client_ids]
+
+
+def _insert_logs(cursor: CursorWrapper, new: list[_Item], group_ids: dict[str, int]) -> None:
+    """Insert the new entries, each error already linked to its group."""
+    for item in new:
+        if item.fingerprint:
+            item.row[_GROUP] = group_ids[item.fingerprint]
+    if not new:
+        return
+    if connection.vendor == "postgresql":
+        _copy_rows(cursor, RequestLog._meta.db_table, [item.row for item in new])
+        return
+    sql = _insert_sql(RequestLog._meta.db_table, LOG_COLUMNS, 1)
+    cursor.executemany(sql, [_adapted(item.row) for item in new])
+
+
+# PostgreSQL type names for binary COPY, which must match each column's type exactly.
+_COPY_TYPES = {
+    "DateTimeField": "timestamptz", "CharField": "text", "BooleanField": "bool", "SmallIntegerField": "int2",
+    "IntegerField": "int4", "BigIntegerField": "int8", "BigAutoField": "int8", "FloatField": "float8",
+    "DecimalField": "numeric",
+}
+
+
+def _copy_types(columns: Sequence[str]) -> list[str]:
+    fields = {field.column: field for field in RequestLog._meta.concrete_fields}
+    targets = [getattr(fields[column], "target_field", fields[column]) for column in columns]
+    return [_COPY_TYPES[field.get_internal_type()] for field in targets]
+
+
+_LOG_COPY_TYPES = _copy_types(LOG_COLUMNS)
+
+
+def _copy_rows(cursor: CursorWrapper, table: str, rows: list[list]) -> None:
+    """Binary COPY of log rows into PostgreSQL: several times faster than INSERT, and than text COPY."""
+    column_list = ", ".join(_qn(column) for column in LOG_COLUMNS)
+    # Django wraps execute() errors into django.db errors; COPY goes around it, so wrap it here too.
+    with connection.wrap_database_errors, cursor.cursor.copy(
+        f"COPY {_qn(table)} ({column_list}) FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types(_LOG_COPY_TYPES)
+        for row in rows:
+            copy.write_row(row)
+
+
+# ---- error groups ------------------------------------------------------------------------------------
+
+_GROUP_COLUMNS = (
+    "fingerprint", "category", "kind", "model", "endpoint", "upstream_key_id", "first_seen", "last_seen",
+    "count", "last_message", "last_status", "state",
+)
+
+
+def _group_rows(errors: list[_Item]) -> list[list]:
+    """One row per fingerprint: the count, the time span and the newest message of the batch."""
+    groups: dict[str, list] = {}
+    for item in errors:
+        row, created_at = item.row, item.row[_CREATED]
+        group = groups.get(item.fingerprint)
+        if group is None:
+            groups[item.fingerprint] = [
+                item.fingerprint, row[_CATEGORY], row[_KIND], item.model, row[_ENDPOINT], row[_KEY],
+                created_at, created_at, 1, row[_MESSAGE], row[_STATUS], ErrorGroup.State.OPEN,
+            ]
+            continue
+        group[8] += 1
+        group[6] = min(group[6], created_at)
+        if created_at >= group[7]:
+            group[7], group[9], group[10] = created_at, row[_MESSAGE], row[_STATUS]
+    return [groups[fingerprint] for fingerprint in sorted(groups)]
+
+
+def _upsert_groups(cursor: CursorWrapper, errors: list[_Item]) -> dict[str, int]:
+    """Count errors into their groups (created on first sight, reopened if resolved); returns their ids."""
+    table = _qn(ErrorGroup._meta.db_table)
+    newer = f"excluded.last_seen >= {table}.last_seen"
+    recurs = (
+        f"{table}.state = 'resolved' "
+        f"AND ({table}.resolved_at IS NULL OR excluded.last_seen > {table}.resolved_at)"
+    )
+    tail = (
+        f"ON CONFLICT (fingerprint) DO UPDATE SET count = {table}.count + excluded.count, "
+        f"first_seen = CASE WHEN excluded.first_seen < {table}.first_seen "
+        f"THEN excluded.first_seen ELSE {table}.first_seen END, "
+        f"last_seen = CASE WHEN {newer} THEN excluded.last_seen ELSE {table}.last_seen END, "
+        f"last_message = CASE WHEN {newer} THEN excluded.last_message ELSE {table}.last_message END, "
+        f"last_status = CASE WHEN {newer} THEN excluded.last_status ELSE {table}.last_status END, "
+        f"state = CASE WHEN {recurs} THEN 'open' ELSE {table}.state END, "
+        f"resolved_at = CASE WHEN {recurs} THEN NULL ELSE {table}.resolved_at END "
+        "RETURNING id, fingerprint"
+    )
+    returned = _upsert(cursor, ErrorGroup._meta.db_table, _GROUP_COLUMNS, _group_rows(errors), tail)
+    return {fingerprint: group_id for group_id, fingerprint in returned}
+
+
+# ---- rollups -----------------------------------------------------------------------------------------
+
+def _new_counters() -> list:
+    counters: list = [0] * len(COUNTER_COLUMNS)
+    counters[_COST_AT] = Decimal(0)
+    counters[_LATENCY_AT] = 0.0
+    return counters
+
+
+def _latency_slot(latency: float) -> int:
+    """The histogram bucket: the first bound at or above the latency, or the last (> 10 s) bucket."""
+    return bisect.bisect_left(LATENCY_BOUNDS_MS, latency)
+
+
+def _count_into(counters: list, row: list) -> None:
+    """Add one request log row (see LOG_COLUMNS) to a rollup's counters (see COUNTER_COLUMNS)."""
+    counters[0] += 1
+    error_at = _ERROR_OFFSET.get(row[_CATEGORY])
+    if error_at is not None:
+        counters[error_at] += 1
+    prompt, completion, total = row[_TOKENS[0]], row[_TOKENS[1]], row[_TOKENS[2]]
+    if prompt is not None:
+        counters[_TOKENS_AT] += prompt
+    if completion is not None:
+        counters[_TOKENS_AT + 1] += completion
+    if total is not None:
+        counters[_TOKENS_AT + 2] += total
+    if row[_COST] is not None:
+        counters[_COST_AT] += row[_COST]
+    latency = row[_LATENCY]
+    if latency is not None and 0 <= latency < math.inf:
+        counters[_LATENCY_AT] += latency
+        counters[_LATENCY_AT + 1] += 1
+        counters[_HISTOGRAM_AT + _latency_slot(latency)] += 1
+
+
+def _aggregate_minutes(stored: list[_Item]) -> dict[tuple, list]:
+    buckets: dict[tuple, list] = {}
+    for item in stored:
+        # 0 stands for "no key" while aggregating so the keys sort; it goes back to NULL in the row.
+        key = (_minute(item.row[_CREATED]), item.row[_KEY] or 0, item.model)
+        counters = buckets.get(key)
+        if counters is None:
+            counters = buckets[key] = _new_counters()
+        _count_into(counters, item.row)
+    return buckets
+
+
+def _merge_hours(minutes: dict[tuple, list]) -> dict[tuple, list]:
+    hours: dict[tuple, list] = {}
+    for (bucket, key_id, model), counters in minutes.items():
+        key = (_hour(bucket), key_id, model)
+        total = hours.get(key)
+        if total is None:
+            hours[key] = list(counters)
+        else:
+            hours[key] = [a + b for a, b in zip(total, counters, strict=True)]
+    return hours
+
+
+def _minute(value: datetime) -> datetime:
+    return value.replace(second=0, microsecond=0)
+
+
+def _hour(value: datetime) -> datetime:
+    return value.replace(minute=0, second=0, microsecond=0)
+
+
+def _upsert_rollups(cursor: CursorWrapper, stored: list[_Item]) -> None:
+    minutes = _aggregate_minutes(stored)
+    _upsert_counters(cursor, UsageMinute._meta.db_table, minutes)
+    _upsert_counters(cursor, UsageHour._meta.db_table, _merge_hours(minutes))
+
+
+_ROLLUP_COLUMNS = ("bucket", "upstream_key_id", "model", *COUNTER_COLUMNS)
+
+
+def _upsert_counters(cursor: CursorWrapper, table: str, buckets: dict[tuple, list]) -> None:
+    """Add the batch's counters to the rollup rows, creating rows that do not exist yet."""
+    quoted = _qn(table)
+    updates = ", ".join(f"{_qn(c)} = {quoted}.{_qn(c)} + excluded.{_qn(c)}" for c in COUNTER_COLUMNS)
+    tail = f"ON CONFLICT (bucket, COALESCE(upstream_key_id, 0), model) DO UPDATE SET {updates}"
+    rows = [[bucket, key_id or None, model, *buckets[(bucket, key_id, model)]]
+            for bucket, key_id, model in sorted(buckets)]
+    _upsert(cursor, table, _ROLLUP_COLUMNS, rows, tail)
+
+
+def _upsert(cursor: CursorWrapper, table: str, columns: Sequence[str], rows: list[list], tail: str) -> list:
+    """INSERT the rows with an ON CONFLICT tail; returns what a RETURNING clause in the tail returned."""
+    if not rows:
+        return []
+    if connection.vendor == "postgresql":
+        return _upsert_from_json(cursor, table, columns, rows, tail)
+    returned = []
+    for chunk in _chunks(rows, 500):
+        params = [value for row in chunk for value in _adapted(row)]
+        cursor.execute(_insert_sql(table, columns, len(chunk), tail), params)
+        returned.extend(cursor.fetchall() if "RETURNING" in tail else [])
+    return returned
+
+
+def _upsert_from_json(
+    cursor: CursorWrapper, table: str, columns: Sequence[str], rows: list[list], tail: str
+) -> list:
+    """Send the rows as one JSON parameter: psycopg quotes thousands of separate parameters slowly."""
+    column_list = ", ".join(_qn(column) for column in columns)
+    payload = json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=str)
+    source = f"json_populate_recordset(NULL::{_qn(table)}, %s)"
+    sql = f"INSERT INTO {_qn(table)} ({column_list}) SELECT {column_list} FROM {source} {tail}"  # noqa: S608
+    cursor.execute(sql, [payload])
+    return cursor.fetchall() if "RETURNING" in tail else []
+
+
+# ---- outcome per upstream key ------------------------------------------------------------------------
+
+def _tally_keys(stored: list[_Item]) -> dict[int | None, KeyOutcome]:
+    """402s and successes per upstream key, for the billing alert to act on."""
+    keys: dict[int | None, KeyOutcome] = {}
+    for item in stored:
+        status, created_at, key_id = item.row[_STATUS], item.row[_CREATED], item.row[_KEY]
+        outcome = keys.get(key_id)
+        if outcome is None:
+            outcome = keys[key_id] = KeyOutcome()
+        if status == 402:
+            outcome.payment_required += 1
+            first = outcome.first_payment_required_at
+            outcome.first_payment_required_at = created_at if first is None else min(first, created_at)
+        elif status is not None and status < 400 and not item.row[_CATEGORY]:
+            outcome.successes += 1
+    return keys
