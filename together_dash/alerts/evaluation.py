@@ -1,0 +1,435 @@
+"""Deciding what fires: the billing hook on every recorded batch, and the periodic evaluation of the rest.
+
+Each rule kind has a small function returning the subjects firing now ({subject: (label, context)});
+apply_rule() turns that into transitions through the Alert state machine, whose conditional UPDATEs make
+a duplicated beat or two workers harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.core.cache import cache
+from django.db.models import F, Max, Q, Sum
+from django.urls import reverse
+from django.utils import timezone
+
+from together_dash.alerts.kinds import Kind
+from together_dash.alerts.models import Alert, AlertRule, Notification
+
+if TYPE_CHECKING:
+    from together_dash.traffic.recording import KeyOutcome, RecordResult
+
+logger = logging.getLogger(__name__)
+
+Firing = dict[str, tuple[str, dict[str, Any]]]
+DROPPED_CACHE_KEY = "proxy:logs_dropped"  # written by the proxy (traffic/proxy/app.py)
+MIN_REQUESTS_FOR_RATE = 20
+# A 402 storm already has its one billing email; an error-rate email about it would be a second.
+OWN_ALERT = {"billing"}
+BACKSTOP_WINDOW = timedelta(minutes=10)
+EVALUATION_TASK = "evaluate_alerts"  # its name in core/schedule.py, also its heartbeat's
+
+
+def enqueue(notifications: Iterable[Notification | None]) -> None:
+    """Hand new notifications to a worker once their rows are committed."""
+    from together_dash.alerts.tasks import deliver_notification
+
+    for notification in notifications:
+        if notification is not None and notification.status == Notification.Status.PENDING:
+            deliver_notification.delay_on_commit(notification.pk)
+
+
+# ---- billing: from every recorded batch --------------------------------------------------------------
+
+
+def key_subject(key_id: int | None) -> str:
+    return f"key:{key_id if key_id is not None else '-'}"
+
+
+def on_recorded(result: RecordResult) -> None:
+    """After a batch of request logs is committed: fire on new 402s, resolve on successes. Never raises."""
+    try:
+        enqueue(_billing_transitions(result.keys))
+    except Exception:
+        logger.exception("billing alert evaluation failed; recording is unaffected")
+
+
+def _billing_transitions(keys: dict[int | None, KeyOutcome]) -> list[Notification | None]:
+    if not keys:
+        return []
+    subjects = {key_subject(key_id): key_id for key_id in keys}
+    # The one indexed query per batch: which of these keys' billing alerts are firing now.
+    firing = set(
+        Alert.objects.filter(
+            rule__kind=Kind.BILLING, state=Alert.State.FIRING, subject__in=subjects
+        ).values_list("subject", flat=True)
+    )
+    notifications: list[Notification | None] = []
+    for subject, key_id in subjects.items():
+        outcome = keys[key_id]
+        if outcome.payment_required and subject not in firing:
+            notifications.append(fire_billing(key_id, outcome.first_payment_required_at, "traffic"))
+        elif subject in firing and outcome.successes and not outcome.payment_required:
+            notifications.append(resolve_billing(key_id))
+    return notifications
+
+
+def billing_rule() -> AlertRule | None:
+    return AlertRule.objects.filter(kind=Kind.BILLING, enabled=True).first()
+
+
+def fire_billing(key_id: int | None, first_seen: datetime | None, source: str) -> Notification | None:
+    rule = billing_rule()
+    if rule is None:
+        return None
+    alert = Alert.for_subject(rule, key_subject(key_id))
+    first_seen = first_seen or timezone.now()
+    label, context = billing_context(key_id, first_seen, source)
+    return alert.fire(context, label=label)
+
+
+def resolve_billing(key_id: int | None) -> Notification | None:
+    alert = Alert.objects.filter(rule__kind=Kind.BILLING, subject=key_subject(key_id)).first()
+    if alert is None:
+        return None
+    first_seen = (
+        datetime.fromisoformat(alert.context["first_seen_iso"])
+        if alert.context.get("first_seen_iso")
+        else None
+    )
+    return alert.resolve({"failed_since": failed_since(key_id, first_seen)})
+
+
+def billing_context(key_id: int | None, first_seen: datetime, source: str) -> tuple[str, dict[str, Any]]:
+    """Key name, first 402, failed requests since, the page to open and any batch it interrupted."""
+    from together_dash.keys.models import TogetherKey
+
+    key = TogetherKey.objects.filter(pk=key_id).first() if key_id is not None else None
+    name = key.name if key else "(no upstream key)"
+    context: dict[str, Any] = {
+        "key_id": key_id,
+        "key_name": name,
+        "source": source,
+        "first_seen": f"{first_seen:%Y-%m-%d %H:%M:%S} UTC",
+        "first_seen_iso": first_seen.isoformat(),
+        "failed_since": failed_since(key_id, first_seen),
+        "path": reverse("dashboard-key", args=[key_id])
+        if key_id is not None
+        else reverse("dashboard-errors"),
+    }
+    context.update(_interrupted_batch(key_id))
+    return f"key {name}", context
+
+
+def failed_since(key_id: int | None, since: datetime | None) -> int:
+    """402s on the key since the first one, from the minute rollups (never a scan of the raw logs)."""
+    from together_dash.traffic.models import UsageMinute
+
+    if since is None:
+        return 0
+    minute = since.replace(second=0, microsecond=0)
+    rows = UsageMinute.objects.filter(upstream_key_id=key_id, bucket__gte=minute)
+    return int(rows.aggregate(n=Sum("errors_billing"))["n"] or 0)
+
+
+def _interrupted_batch(key_id: int | None) -> dict[str, Any]:
+    from together_dash.jobs.models import BatchJob
+
+    batches = BatchJob.objects.filter(upstream_key_id=key_id, remainder_count__gt=0).order_by(
+        "-status_changed_at"
+    )
+    for batch in batches[:5]:
+        if batch.stopped_for_credits:
+            link = reverse("dashboard-batch-remainder", args=[batch.batch_id])
+            return {
+                "batch_id": batch.batch_id,
+                "batch_remainder": batch.remainder_count,
+                "batch_remainder_link": _absolute(link),
+            }
+    return {}
+
+
+def _absolute(path: str) -> str:
+    from together_dash.alerts.emails import absolute
+
+    return absolute(path)
+
+
+# ---- the other rules: evaluated periodically ---------------------------------------------------------
+
+
+def billing_backstop(rule: AlertRule, now: datetime) -> Firing:
+    """402s the hook missed (it failed, or its process died after commit), from the error groups."""
+    from together_dash.traffic.models import ErrorGroup
+
+    groups = ErrorGroup.objects.filter(kind="insufficient_credits", last_seen__gte=now - BACKSTOP_WINDOW)
+    resolved = dict(rule.alerts.values_list("subject", "resolved_at"))
+    seen = [(g.upstream_key_id, g.first_seen, g.last_seen, "traffic (backstop)") for g in groups]
+    seen += _polled_402s()
+    firing: Firing = {}
+    for key_id, first_seen, last_seen, source in sorted(seen, key=lambda s: s[1]):
+        subject = key_subject(key_id)
+        resolved_at = resolved.get(subject)
+        # A 402 older than the last recovery belongs to the outage that recovery ended, not a new one.
+        if subject in firing or (resolved_at is not None and last_seen <= resolved_at):
+            continue
+        since = first_seen if resolved_at is None else max(first_seen, resolved_at)
+        firing[subject] = billing_context(key_id, since, source)
+    return firing
+
+
+def _polled_402s() -> list[tuple[int | None, datetime, datetime, str]]:
+    """Keys whose latest poll failed with a 402 (a poller's own billed call, e.g. a rate-limit probe)."""
+    from together_dash.pollers.models import PollerKeyState
+
+    states = PollerKeyState.objects.filter(
+        last_error_kind="insufficient_credits", last_error_at__isnull=False
+    )
+    states = states.filter(Q(last_success__isnull=True) | Q(last_success__lt=F("last_error_at")))
+    return [(s.key_id, s.last_error_at, s.last_error_at, f"poller {s.poller}") for s in states]
+
+
+def key_invalid(rule: AlertRule, now: datetime) -> Firing:
+    """Health check says invalid, or traffic saw at least <threshold> 401s within the window."""
+    from together_dash.keys.models import TogetherKey
+    from together_dash.traffic.models import ErrorGroup
+
+    firing: Firing = {}
+    for key in TogetherKey.objects.filter(
+        status=TogetherKey.Status.ACTIVE, health=TogetherKey.Health.INVALID
+    ):
+        firing[key_subject(key.pk)] = _key_entry(key.pk, key.name, f"Health check: {key.health_detail}")
+    recent = ErrorGroup.objects.filter(kind="invalid_api_key", last_seen__gte=now - rule.window)
+    counts = recent.values("upstream_key_id", "upstream_key__name").annotate(n=Sum("count"))
+    for row in counts:
+        if row["n"] >= rule.threshold and key_subject(row["upstream_key_id"]) not in firing:
+            detail = f"{row['n']} requests answered 401 within {rule.window_minutes} minutes"
+            firing[key_subject(row["upstream_key_id"])] = _key_entry(
+                row["upstream_key_id"], row["upstream_key__name"] or "(no upstream key)", detail
+            )
+    return firing
+
+
+def _key_entry(key_id: int | None, name: str, detail: str) -> tuple[str, dict[str, Any]]:
+    path = reverse("dashboard-key", args=[key_id]) if key_id is not None else reverse("keys-list")
+    fix = "verify the key in the Together console, or rotate it (Keys page)."
+    return f"key {name}", {"detail": detail, "fix": fix, "path": path, "key_id": key_id}
+
+
+def headroom(rule: AlertRule, now: datetime) -> Firing:
+    """Every snapshot of the window below the threshold (a single dip is not an alert)."""
+    from together_dash.pollers.models import RateLimitSnapshot
+
+    recent = RateLimitSnapshot.objects.filter(taken_at__gte=now - rule.window, headroom_pct__isnull=False)
+    rows = recent.values("key_id", "key__name", "model").annotate(best=Max("headroom_pct"))
+    firing: Firing = {}
+    for row in rows:
+        if row["best"] < rule.threshold:
+            model = row["model"] or "all models"
+            detail = f"Headroom at most {row['best']:.1f}% for {rule.window_minutes} minutes ({model})."
+            fix = "smooth the traffic, spread it over more keys, or use the batch API."
+            firing[f"key:{row['key_id']}:{row['model']}"] = (
+                f"key {row['key__name']} · {model}",
+                {"detail": detail, "fix": fix, "path": reverse("dashboard-key", args=[row["key_id"]])},
+            )
+    return firing
+
+
+def error_rate(rule: AlertRule, now: datetime) -> Firing:
+    """A category's share of requests above the threshold (percent) over the window, from rollups."""
+    from together_dash.traffic.models import ERROR_COLUMNS, UsageMinute
+
+    since = (now - rule.window).replace(second=0, microsecond=0)
+    sums = UsageMinute.objects.filter(bucket__gte=since).aggregate(
+        requests=Sum("requests"), **{category: Sum(column) for category, column in ERROR_COLUMNS.items()}
+    )
+    requests = sums.pop("requests") or 0
+    if requests < MIN_REQUESTS_FOR_RATE:
+        return {}
+    firing: Firing = {}
+    for category, errors in sums.items():
+        if category in OWN_ALERT:
+            continue
+        share = 100.0 * (errors or 0) / requests
+        if share > rule.threshold:
+            detail = (
+                f"{share:.1f}% of {requests} requests failed with {category} errors"
+                f" in {rule.window_minutes} min."
+            )
+            firing[f"category:{category}"] = (
+                f"{category} errors {share:.0f}%",
+                {"detail": detail, "path": reverse("dashboard-errors") + f"?category={category}"},
+            )
+    return firing
+
+
+def finetune_failed(rule: AlertRule, now: datetime) -> Firing:
+    from together_dash.jobs.models import FineTuneJob
+    from together_dash.together.types import FineTuneStatus
+
+    jobs = FineTuneJob.objects.filter(
+        status__in=(FineTuneStatus.ERROR, FineTuneStatus.USER_ERROR), status_changed_at__gte=now - rule.window
+    )
+    return {
+        f"finetune:{job.job_id}": _job_entry(job, f"Status {job.status}: {job.error_message}") for job in jobs
+    }
+
+
+def finetune_stuck(rule: AlertRule, now: datetime) -> Firing:
+    from together_dash.jobs.models import FineTuneJob
+
+    threshold = timedelta(minutes=rule.threshold)
+    jobs = FineTuneJob.objects.waiting_too_long(now, threshold)
+    return {
+        f"finetune:{job.job_id}": _job_entry(
+            job, f"{job.status} since {job.status_changed_at:%Y-%m-%d %H:%M} UTC"
+        )
+        for job in jobs
+    }
+
+
+def _job_entry(job: Any, detail: str) -> tuple[str, dict[str, Any]]:
+    path = reverse("dashboard-finetune", args=[job.job_id])
+    return f"fine-tune {job.job_id}", {"detail": detail, "path": path, "base_model": job.base_model}
+
+
+def batch_failed(rule: AlertRule, now: datetime) -> Firing:
+    from together_dash.jobs.models import BatchJob
+    from together_dash.together.types import BatchStatus
+
+    batches = BatchJob.objects.filter(
+        status__in=(BatchStatus.FAILED, BatchStatus.EXPIRED), status_changed_at__gte=now - rule.window
+    )
+    firing: Firing = {}
+    for batch in batches:
+        detail = f"Status {batch.status}. {batch.error}".strip()
+        context: dict[str, Any] = {"detail": detail, "path": reverse("dashboard-batches")}
+        if batch.remainder_count:
+            link = _absolute(reverse("dashboard-batch-remainder", args=[batch.batch_id]))
+            context["fix"] = f"resubmit the {batch.remainder_count} requests without output: {link}"
+        firing[f"batch:{batch.batch_id}"] = (f"batch {batch.batch_id}", context)
+    return firing
+
+
+def model_removed(rule: AlertRule, now: datetime) -> Firing:
+    from together_dash.catalog.models import ModelInfo
+
+    removed = ModelInfo.objects.filter(state=ModelInfo.State.REMOVED, last_used_at__gte=now - rule.window)
+    firing: Firing = {}
+    for model in removed:
+        fix = f"switch to {model.successor}." if model.successor else "pick another model from the catalog."
+        detail = (
+            f"Removed at {model.removed_at:%Y-%m-%d %H:%M} UTC;"
+            f" our traffic last used it {model.last_used_at:%Y-%m-%d %H:%M} UTC."
+        )
+        firing[f"model:{model.model_id}"] = (
+            f"model {model.model_id}",
+            {"detail": detail, "fix": fix, "path": reverse("dashboard-models")},
+        )
+    return firing
+
+
+def poller_stale(rule: AlertRule, now: datetime) -> Firing:
+    from together_dash.pollers.runs import stale_pollers
+
+    firing: Firing = {}
+    for beat in stale_pollers(now):
+        since = f"{beat.silent_since:%Y-%m-%d %H:%M:%S} UTC"
+        detail = f"No successful run since {since} (every {beat.interval_seconds}s)."
+        if beat.last_error:
+            detail += f" Last error: {beat.last_error}"
+        fix = "check that the Celery worker and beat are running (make run starts both)."
+        firing[f"poller:{beat.name}"] = (f"poller {beat.name}", {"detail": detail, "fix": fix})
+    return firing
+
+
+def logs_dropped(rule: AlertRule, now: datetime) -> Firing:
+    """The proxy's cumulative dropped count grew by at least <threshold> within the window."""
+    current = int(cache.get(DROPPED_CACHE_KEY) or 0)
+    memory = rule.memory or {}
+    seen = int(memory.get("seen", current))
+    if current != seen or "seen" not in memory:
+        changed = {"seen": current, "grew": current - seen, "at": now.isoformat()}
+        AlertRule.objects.filter(pk=rule.pk).update(memory=changed)
+        memory = changed
+    grew_at = datetime.fromisoformat(memory["at"])
+    if memory.get("grew", 0) < rule.threshold or now - grew_at > rule.window:
+        return {}
+    detail = f"The proxy dropped {memory['grew']} request logs (database unavailable or buffer full)."
+    fix = "check the database; dropped logs are gone, the requests themselves were served."
+    return {"proxy": ("proxy request logs", {"detail": detail, "fix": fix})}
+
+
+EVALUATORS: dict[str, Callable[[AlertRule, datetime], Firing]] = {
+    Kind.BILLING: billing_backstop,
+    Kind.KEY_INVALID: key_invalid,
+    Kind.HEADROOM: headroom,
+    Kind.ERROR_RATE: error_rate,
+    Kind.FINETUNE_FAILED: finetune_failed,
+    Kind.FINETUNE_STUCK: finetune_stuck,
+    Kind.BATCH_FAILED: batch_failed,
+    Kind.MODEL_REMOVED: model_removed,
+    Kind.POLLER_STALE: poller_stale,
+    Kind.LOGS_DROPPED: logs_dropped,
+}
+# Billing resolves on a successful call (on_recorded), not because a poll stopped seeing the 402.
+RESOLVED_ELSEWHERE = {Kind.BILLING}
+
+
+def apply_rule(rule: AlertRule, firing: Firing, now: datetime) -> list[Notification | None]:
+    """Fire the subjects that are firing, resolve the ones that stopped."""
+    notifications: list[Notification | None] = []
+    already = {a.subject: a for a in rule.alerts.filter(state=Alert.State.FIRING)}
+    for subject, (label, context) in firing.items():
+        if subject not in already:
+            notifications.append(Alert.for_subject(rule, subject).fire(context, label=label, now=now))
+    if rule.kind not in RESOLVED_ELSEWHERE:
+        for subject, alert in already.items():
+            if subject not in firing:
+                notifications.append(alert.resolve(now=now))
+    return notifications
+
+
+def renotify_due(now: datetime) -> list[Notification | None]:
+    """Reminders for alerts still firing past their rule's renotify interval."""
+    firing = Alert.objects.filter(state=Alert.State.FIRING, rule__enabled=True, rule__renotify_minutes__gt=0)
+    due = [alert for alert in firing.select_related("rule") if alert.is_renotify_due(now)]
+    return [alert.renotify_if_due(now, context=_fresh_counts(alert)) for alert in due]
+
+
+def _fresh_counts(alert: Alert) -> dict[str, Any]:
+    """A billing reminder tells how many requests failed so far, not how many had when it fired."""
+    if alert.rule.kind != Kind.BILLING or not alert.context.get("first_seen_iso"):
+        return {}
+    first_seen = datetime.fromisoformat(alert.context["first_seen_iso"])
+    return {"failed_since": failed_since(alert.context.get("key_id"), first_seen)}
+
+
+def evaluate_alerts(now: datetime | None = None) -> int:
+    """Evaluate every enabled rule, send reminders; returns how many notifications were written."""
+    now = now or timezone.now()
+    notifications: list[Notification | None] = []
+    for rule in AlertRule.objects.filter(enabled=True):
+        try:
+            notifications += apply_rule(rule, EVALUATORS[rule.kind](rule, now), now)
+        except Exception:
+            # One broken rule must not silence the others.
+            logger.exception("alert rule %s failed to evaluate", rule.kind)
+    notifications += renotify_due(now)
+    enqueue(notifications)
+    return sum(1 for n in notifications if n is not None)
+
+
+def scheduled_evaluation(token: str | None = None) -> int:
+    """evaluate_alerts() under its periodic task's lease and heartbeat (an overlapping beat is skipped)."""
+    from together_dash.pollers.runs import PollReport, run_poller
+
+    def body(report: PollReport) -> None:
+        report.count("notifications", evaluate_alerts())
+
+    report = run_poller(EVALUATION_TASK, body, token)
+    return report.counts.get("notifications", 0) if report.claimed else 0

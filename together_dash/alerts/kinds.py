@@ -1,0 +1,63 @@
+"""The alert kinds: what each one watches, its defaults, and how it ends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import models
+
+
+class Kind(models.TextChoices):
+    BILLING = "billing", "Credits exhausted (HTTP 402)"
+    KEY_INVALID = "key_invalid", "Key invalid (HTTP 401)"
+    HEADROOM = "headroom", "Rate-limit headroom low"
+    ERROR_RATE = "error_rate", "Error rate per category"
+    FINETUNE_FAILED = "finetune_failed", "Fine-tune job failed"
+    FINETUNE_STUCK = "finetune_stuck", "Fine-tune job stuck"
+    BATCH_FAILED = "batch_failed", "Batch failed or expired"
+    MODEL_REMOVED = "model_removed", "Model in use removed from the catalog"
+    POLLER_STALE = "poller_stale", "Poller stale"
+    LOGS_DROPPED = "logs_dropped", "Proxy dropped request logs"
+
+
+@dataclass(frozen=True, slots=True)
+class KindDefaults:
+    """Default rule values, created by the data migration; ops edit them in the admin."""
+
+    threshold: float
+    window_minutes: int
+    renotify_minutes: int
+    # A job that failed does not "recover": its alert ages out of the window silently.
+    notify_resolved: bool = True
+
+
+DEFAULTS: dict[str, KindDefaults] = {
+    Kind.BILLING: KindDefaults(threshold=1, window_minutes=0, renotify_minutes=240),
+    Kind.KEY_INVALID: KindDefaults(threshold=1, window_minutes=15, renotify_minutes=240),
+    Kind.HEADROOM: KindDefaults(threshold=10, window_minutes=5, renotify_minutes=120),
+    Kind.ERROR_RATE: KindDefaults(threshold=20, window_minutes=10, renotify_minutes=120),
+    Kind.FINETUNE_FAILED: KindDefaults(
+        threshold=1, window_minutes=1440, renotify_minutes=0, notify_resolved=False
+    ),
+    Kind.FINETUNE_STUCK: KindDefaults(threshold=60, window_minutes=0, renotify_minutes=0),
+    Kind.BATCH_FAILED: KindDefaults(
+        threshold=1, window_minutes=1440, renotify_minutes=0, notify_resolved=False
+    ),
+    Kind.MODEL_REMOVED: KindDefaults(threshold=1, window_minutes=10080, renotify_minutes=1440),
+    Kind.POLLER_STALE: KindDefaults(threshold=1, window_minutes=0, renotify_minutes=240),
+    Kind.LOGS_DROPPED: KindDefaults(threshold=1, window_minutes=10, renotify_minutes=120),
+}
+
+# What threshold and window mean for each kind, shown as help in the admin and on the alerts page.
+MEANING: dict[str, str] = {
+    Kind.BILLING: "fires on the first 402 of a key; resolves on its next successful call",
+    Kind.KEY_INVALID: "key health invalid, or at least <threshold> 401s within the window",
+    Kind.HEADROOM: "headroom below <threshold>% in every snapshot of the last <window> minutes",
+    Kind.ERROR_RATE: "a category's errors above <threshold>% of requests over the window (20+ requests)",
+    Kind.FINETUNE_FAILED: "a job that failed within the last <window> minutes",
+    Kind.FINETUNE_STUCK: "pending or queued for more than <threshold> minutes",
+    Kind.BATCH_FAILED: "a batch that failed or expired within the last <window> minutes",
+    Kind.MODEL_REMOVED: "removed while our traffic used it within the last <window> minutes",
+    Kind.POLLER_STALE: "no successful run for twice the poller's interval",
+    Kind.LOGS_DROPPED: "at least <threshold> request logs dropped within the last <window> minutes",
+}

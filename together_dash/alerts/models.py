@@ -1,0 +1,272 @@
+"""Alert rules, one state machine per (rule, subject), its transition history, and the email outbox.
+
+Every transition is claimed with a conditional UPDATE (healthchecks' sendalerts.py): many workers, a
+duplicated beat or two proxy processes may all see the same 402, but only the one whose UPDATE changed a
+row writes the event and the notification. The notification row exists before any SMTP call.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import models, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from together_dash.alerts.kinds import DEFAULTS, MEANING, Kind
+
+
+class AlertRule(models.Model):
+    """What to watch, when to fire, how often to remind, and who else hears about it."""
+
+    kind = models.CharField(max_length=20, choices=Kind.choices, unique=True)
+    enabled = models.BooleanField(default=True)
+    threshold = models.FloatField(default=1)
+    window_minutes = models.PositiveIntegerField(default=10)
+    # 0: one email when it fires and one when it resolves, no reminders in between.
+    renotify_minutes = models.PositiveIntegerField(default=240)
+    # Besides settings.ALERT_EMAILS; comma or newline separated.
+    recipients = models.TextField(
+        blank=True, help_text="Extra addresses, comma separated, besides ALERT_EMAILS."
+    )
+    # Small per-rule memory between evaluations (e.g. the last dropped-logs count seen).
+    memory = models.JSONField(default=dict, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["kind"]
+
+    def __str__(self) -> str:
+        return self.get_kind_display()
+
+    @property
+    def meaning(self) -> str:
+        return MEANING.get(self.kind, "")
+
+    @property
+    def notify_resolved(self) -> bool:
+        defaults = DEFAULTS.get(self.kind)
+        return defaults.notify_resolved if defaults else True
+
+    @property
+    def window(self) -> timedelta:
+        return timedelta(minutes=self.window_minutes)
+
+    @classmethod
+    def ensure_defaults(cls) -> None:
+        """One rule per kind with its defaults; existing rules (as ops edited them) are left alone."""
+        for kind, defaults in DEFAULTS.items():
+            cls.objects.get_or_create(
+                kind=kind,
+                defaults={
+                    "threshold": defaults.threshold,
+                    "window_minutes": defaults.window_minutes,
+                    "renotify_minutes": defaults.renotify_minutes,
+                },
+            )
+
+    def extra_recipients(self) -> list[str]:
+        return [a.strip() for a in self.recipients.replace("\n", ",").split(",") if a.strip()]
+
+    def recipients_for_delivery(self) -> list[str]:
+        """ALERT_EMAILS plus this rule's, without users who muted it; sorted so digests can group them."""
+        addresses = {a.lower() for a in [*settings.ALERT_EMAILS, *self.extra_recipients()]}
+        muted = {e.lower() for e in Mute.objects.filter(rule=self).values_list("user__email", flat=True) if e}
+        return sorted(addresses - muted)
+
+
+class Alert(models.Model):
+    """The state of one rule for one subject ("key:3", "poller:poll_models", "category:server")."""
+
+    class State(models.TextChoices):
+        OK = "ok"
+        FIRING = "firing"
+        RESOLVED = "resolved"
+
+    rule = models.ForeignKey(AlertRule, models.CASCADE, related_name="alerts")
+    subject = models.CharField(max_length=200)
+    label = models.CharField(max_length=300, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.OK)
+    fired_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    last_notified_at = models.DateTimeField(null=True, blank=True)
+    fire_count = models.PositiveIntegerField(default=0)
+    context = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-fired_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["rule", "subject"], name="alert_rule_subject_unique")]
+        indexes = [models.Index(fields=["state", "rule"], name="alert_state_rule_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.rule.kind} {self.subject} {self.state}"
+
+    @property
+    def is_firing(self) -> bool:
+        return self.state == self.State.FIRING
+
+    @classmethod
+    def for_subject(cls, rule: AlertRule, subject: str) -> Alert:
+        """The alert row of (rule, subject), created in state ok; the unique constraint settles races."""
+        alert, _ = cls.objects.get_or_create(rule=rule, subject=subject)
+        return alert
+
+    def fire(
+        self, context: dict[str, Any], label: str = "", now: datetime | None = None
+    ) -> Notification | None:
+        """ok/resolved -> firing; returns the notification when this caller won the transition."""
+        now = now or timezone.now()
+        with transaction.atomic():
+            claimed = Alert.objects.filter(pk=self.pk, state__in=[self.State.OK, self.State.RESOLVED]).update(
+                state=self.State.FIRING,
+                fired_at=now,
+                resolved_at=None,
+                last_notified_at=now,
+                fire_count=models.F("fire_count") + 1,
+                context=context,
+                label=label[:300] or self.label,
+            )
+            if not claimed:
+                return None
+            self.refresh_from_db()
+            return self._record(AlertEvent.Transition.FIRED, now)
+
+    def resolve(
+        self, context: dict[str, Any] | None = None, now: datetime | None = None
+    ) -> Notification | None:
+        """firing -> resolved; the winner writes the event and, if the rule says so, the notice."""
+        now = now or timezone.now()
+        merged = {**self.context, **(context or {})}
+        with transaction.atomic():
+            claimed = Alert.objects.filter(pk=self.pk, state=self.State.FIRING).update(
+                state=self.State.RESOLVED, resolved_at=now, context=merged
+            )
+            if not claimed:
+                return None
+            self.refresh_from_db()
+            return self._record(AlertEvent.Transition.RESOLVED, now, notify=self.rule.notify_resolved)
+
+    def is_renotify_due(self, now: datetime) -> bool:
+        if not self.rule.renotify_minutes or not self.is_firing or self.last_notified_at is None:
+            return False
+        return self.last_notified_at <= now - timedelta(minutes=self.rule.renotify_minutes)
+
+    def renotify_if_due(
+        self, now: datetime | None = None, context: dict[str, Any] | None = None
+    ) -> Notification | None:
+        """A reminder while firing, at most once per renotify interval, claimed like a transition."""
+        now = now or timezone.now()
+        if not self.rule.renotify_minutes:
+            return None
+        due = now - timedelta(minutes=self.rule.renotify_minutes)
+        merged = {**self.context, **(context or {})}
+        with transaction.atomic():
+            claimed = Alert.objects.filter(
+                pk=self.pk, state=self.State.FIRING, last_notified_at__lte=due
+            ).update(last_notified_at=now, context=merged)
+            if not claimed:
+                return None
+            self.refresh_from_db()
+            return self._record(AlertEvent.Transition.RENOTIFIED, now)
+
+    def _record(self, transition: str, now: datetime, notify: bool = True) -> Notification | None:
+        event = AlertEvent.objects.create(alert=self, transition=transition, at=now, context=self.context)
+        if not notify:
+            return None
+        # Imported late: rendering needs the templates, and emails.py imports these models.
+        from together_dash.alerts.emails import render_alert
+
+        recipients = self.rule.recipients_for_delivery()
+        subject, text, html = render_alert(self, transition)
+        return Notification.objects.create(
+            alert=self,
+            event=event,
+            transition=transition,
+            recipients=",".join(recipients),
+            subject=subject,
+            body_text=text,
+            body_html=html,
+            status=Notification.Status.PENDING if recipients else Notification.Status.SKIPPED,
+            last_error="" if recipients else "no recipients: set ALERT_EMAILS or the rule's recipients",
+        )
+
+
+class AlertEvent(models.Model):
+    """One transition of an alert, kept as history (healthchecks' Flip)."""
+
+    class Transition(models.TextChoices):
+        FIRED = "fired"
+        RENOTIFIED = "renotified"
+        RESOLVED = "resolved"
+
+    alert = models.ForeignKey(Alert, models.CASCADE, related_name="events")
+    transition = models.CharField(max_length=12, choices=Transition.choices)
+    at = models.DateTimeField(default=timezone.now)
+    context = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["-at"], name="alertevent_time_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.alert} {self.transition} {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class Notification(models.Model):
+    """The outbox: written before sending, claimed pending -> sending, marked sent once SMTP said yes."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SENDING = "sending"
+        SENT = "sent"
+        SKIPPED = "skipped"
+
+    alert = models.ForeignKey(Alert, models.CASCADE, null=True, blank=True, related_name="notifications")
+    event = models.ForeignKey(AlertEvent, models.SET_NULL, null=True, blank=True, related_name="+")
+    transition = models.CharField(max_length=12, blank=True)
+    recipients = models.TextField(blank=True)  # sorted, comma separated: equal lists compare equal
+    subject = models.CharField(max_length=300)
+    body_text = models.TextField()
+    body_html = models.TextField(blank=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    claim_token = models.CharField(max_length=32, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    # Set when this notification went out inside a digest email instead of on its own.
+    digest_size = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "created_at"], name="notification_status_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.subject} [{self.status}]"
+
+    @property
+    def recipient_list(self) -> list[str]:
+        return [a for a in self.recipients.split(",") if a]
+
+
+class Mute(models.Model):
+    """A user who does not want a rule's emails (others still get them)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="+")
+    rule = models.ForeignKey(AlertRule, models.CASCADE, related_name="mutes")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "rule"], name="mute_user_rule_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} mutes {self.rule.kind}"
+
+
+def pending_sweep_filter(now: datetime, lease: timedelta) -> Q:
+    """Pending rows, and rows stuck in sending past the lease (the worker died mid-send)."""
+    return Q(status=Notification.Status.PENDING) | Q(
+        status=Notification.Status.SENDING, claimed_at__lt=now - lease
+    )
