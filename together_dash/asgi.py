@@ -1,4 +1,4 @@
-"""ASGI entry point: the Django dashboard (and, at /v1/, the proxy)."""
+"""ASGI entry point: the proxy at /v1/ and the Django dashboard everywhere else, in one server."""
 from __future__ import annotations
 
 import os
@@ -7,4 +7,10 @@ from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "together_dash.settings")
 
-application = get_asgi_application()
+django_application = get_asgi_application()  # sets Django up, so the proxy can import models below
+
+from together_dash.traffic.proxy.app import Proxy  # noqa: E402
+from together_dash.traffic.proxy.dispatch import Dispatcher  # noqa: E402
+
+proxy = Proxy()
+application = Dispatcher(django_application, proxy)

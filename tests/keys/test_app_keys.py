@@ -5,6 +5,7 @@ from datetime import timedelta
 from io import StringIO
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
@@ -82,6 +83,13 @@ def test_the_command_prints_the_key_alone_on_stdout(upstream: TogetherKey) -> No
     assert (app_key.name, app_key.allowed_models, app_key.rate_limit_per_minute) == (
         "billing-service", ["m1", "m2"], 60)
     assert app_key.expires_at is not None
+
+
+def test_the_command_records_the_given_user_in_the_audit_log(upstream: TogetherKey) -> None:
+    User.objects.create_user("ops", password="x-long-enough-pass")
+    run("for-ops", "--user", "ops")
+
+    assert AuditLog.objects.get(key_type=AuditLog.KeyType.APP).username == "ops"
 
 
 def test_the_command_reports_a_bad_upstream_as_a_command_error(upstream: TogetherKey) -> None:

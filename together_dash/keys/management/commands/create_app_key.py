@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from together_dash.keys.lifecycle import KeyActionError
+from together_dash.keys.management.commands.add_key import add_actor_arguments, command_actor
 from together_dash.keys.services import create_app_key
 
 
@@ -25,15 +26,18 @@ class Command(BaseCommand):
         parser.add_argument("--models", metavar="m1,m2", default="",
                             help="comma-separated models the key may use (default: all)")
         parser.add_argument("--rate-limit", type=int, metavar="N", help="at most N requests per minute")
+        add_actor_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         days = options["expires_in_days"]
         if days is not None and days < 1:
             raise CommandError("--expires-in-days must be at least 1.")
+        actor = command_actor(options)
         try:
             app_key, plaintext = create_app_key(
                 options["name"],
                 upstream=options["upstream"],
+                user=actor.user,
                 expires_in=timedelta(days=days) if days else None,
                 allowed_models=options["models"].split(","),
                 rate_limit_per_minute=options["rate_limit"],
@@ -41,4 +45,5 @@ class Command(BaseCommand):
         except KeyActionError as exc:
             raise CommandError(str(exc)) from None
         self.stderr.write(f"Created app key {app_key}. It is shown only this once; store it now:")
+        # Alone on stdout, so `KEY=$(manage.py create_app_key NAME)` captures just the key.
         self.stdout.write(plaintext)
