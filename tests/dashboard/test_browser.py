@@ -1,0 +1,279 @@
+"""The dashboard in Debian's Chromium (Playwright), against a live server with data seeded by real services.
+
+Screenshots of every page land in test-artifacts/dashboard/ (gitignored) for a human to look at.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.test import Client
+from django.urls import reverse
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, sync_playwright
+
+from together_dash.jobs.models import FineTuneJob
+from together_dash.together.errors import TAXONOMY
+from together_dash.traffic.models import ErrorGroup
+
+from .conftest import LLAMA, PASSWORD, QWEN, Seed
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts" / "dashboard"
+LAPTOP = {"width": 1366, "height": 900}
+PHONE = {"width": 390, "height": 844}
+# Seeded errors in the last 24 hours, per category label as the chart shows it.
+SEEDED_ERRORS = {"Rate limit": 3, "Billing": 2, "Validation": 4, "Server": 6}
+
+if not os.path.exists(CHROMIUM):
+    pytest.skip("Debian's chromium is not installed (make test installs it)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    # Playwright's sync API runs an event loop in this thread; the ORM calls the tests make between
+    # browser steps are ordinary synchronous code, which Django would otherwise refuse next to a loop.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield launched
+        launched.close()
+    os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+@pytest.fixture
+def world(seed: Seed) -> dict[str, Any]:
+    prod, batch = seed.key("prod"), seed.key("batch")
+    seed.model(LLAMA)
+    seed.model(QWEN)
+    seed.logs(prod, LLAMA, timedelta(minutes=15), 20)
+    seed.logs(prod, LLAMA, timedelta(minutes=12), 3, kind="request_rate_limited")
+    seed.logs(prod, LLAMA, timedelta(minutes=40), 2, kind="insufficient_credits")
+    seed.logs(batch, QWEN, timedelta(minutes=25), 4, kind="model_not_found")
+    seed.logs(batch, QWEN, timedelta(hours=5), 6, kind="model_overloaded")
+    seed.snapshot(prod, "", 64.0, timedelta(minutes=2))
+    seed.snapshot(prod, LLAMA, 8.0, timedelta(minutes=3))
+    seed.finetune("ft-7f3a", "running", (37, 100))
+    seed.finetune("ft-done", "completed", (50, 50))
+    return {"prod": prod, "batch": batch}
+
+
+@pytest.fixture
+def page_for(browser: Browser, live_server: Any) -> Iterator[Any]:
+    """Open a page (laptop-sized unless told) logged in as a user; fail the test on any console error."""
+    contexts: list[BrowserContext] = []
+    problems: list[str] = []
+
+    def open_page(user: User | None = None, viewport: dict[str, int] = LAPTOP) -> Page:
+        context = browser.new_context(viewport=viewport, base_url=live_server.url)
+        if user is not None:
+            context.add_cookies(
+                [{"name": settings.SESSION_COOKIE_NAME, "value": _session_for(user), "url": live_server.url}]
+            )
+        contexts.append(context)
+        page = context.new_page()
+        page.on("console", lambda message: _note_error(message, problems))
+        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+        return page
+
+    allowed: list[str] = []
+    open_page.allow = allowed.append  # a console message the test expects (by a fragment of its text)
+    yield open_page
+    for context in contexts:
+        context.close()
+    assert [problem for problem in problems if not any(fragment in problem for fragment in allowed)] == []
+
+
+def _session_for(user: User) -> str:
+    client = Client()
+    client.force_login(user)
+    return client.cookies[settings.SESSION_COOKIE_NAME].value
+
+
+def _note_error(message: ConsoleMessage, problems: list[str]) -> None:
+    if message.type == "error":
+        problems.append(f"console: {message.text}")
+
+
+def shoot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def wait_for_refresh(page: Page, after: int = 0) -> None:
+    page.wait_for_function(f"window.tdLoads > {after}", timeout=15_000)
+
+
+def category_totals(page: Page) -> dict[str, int]:
+    return page.evaluate(
+        """() => Object.fromEntries(window.tdCharts.categories.data.datasets
+             .map(set => [set.label, set.data.reduce((a, b) => a + b, 0)])
+             .filter(([, total]) => total > 0))"""
+    )
+
+
+def test_logging_in_shows_the_overview_with_charts_of_the_real_data(
+    page_for: Any, live_server: Any, viewer: User, world: dict[str, Any]
+) -> None:
+    page = page_for()
+    page.goto("/")
+    assert reverse("login") in page.url
+    page.fill("#id_username", viewer.username)
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/")
+    wait_for_refresh(page)
+
+    assert category_totals(page) == SEEDED_ERRORS
+    volume = page.evaluate(
+        "() => window.tdCharts.volume.data.datasets.map(s => s.data.reduce((a, b) => a + b, 0))"
+    )
+    assert volume == [35, 15]
+    bars = page.evaluate("() => window.tdCharts.quota.data.datasets[0].data")
+    assert bars == [8.0, 64.0]
+    assert page.locator("#quota-warnings li").first.inner_text().startswith(f"prod · {LLAMA}: 8%")
+    statuses = page.evaluate("() => window.tdCharts.finetunes.data.labels")
+    assert statuses == ["running", "completed"]
+    assert page.locator('[data-figure="requests"] .value').inner_text() == "35"
+    shoot(page, "overview")
+
+
+def test_changing_a_filter_redraws_the_charts_and_keeps_the_url_shareable(
+    page_for: Any, viewer: User, world: dict[str, Any]
+) -> None:
+    page = page_for(viewer)
+    page.goto("/")
+    wait_for_refresh(page)
+
+    loads = page.evaluate("window.tdLoads")
+    page.fill("input[name=model]", QWEN)
+    page.press("input[name=model]", "Enter")
+    wait_for_refresh(page, after=loads)
+    assert category_totals(page) == {"Validation": 4, "Server": 6}
+    assert page.locator('[data-figure="requests"] .value').inner_text() == "10"
+
+    loads = page.evaluate("window.tdLoads")
+    page.select_option("select[name=range]", "1h")
+    wait_for_refresh(page, after=loads)
+    assert category_totals(page) == {"Validation": 4}
+    assert "range=1h" in page.url and "model=Qwen" in page.url
+    shoot(page, "overview-filtered")
+
+
+def test_an_error_group_shows_its_fix(page_for: Any, viewer: User, world: dict[str, Any]) -> None:
+    group = ErrorGroup.objects.get(kind="insufficient_credits")
+    page = page_for(viewer)
+    page.goto(reverse("dashboard-errors"))
+    page.click(f"a[href^='{reverse('dashboard-error', args=[group.id])}']")
+    page.wait_for_selector("#fix-text")
+
+    assert page.inner_text("#fix-text") == TAXONOMY["insufficient_credits"].fix
+    occurrences = page.evaluate(
+        "() => window.tdCharts.occurrences.data.datasets[0].data.reduce((a, b) => a + b, 0)"
+    )
+    assert occurrences == 2
+    shoot(page, "error-group")
+
+
+def test_a_fine_tune_progress_bar_matches_its_job(page_for: Any, viewer: User, world: dict[str, Any]) -> None:
+    job = FineTuneJob.objects.get(job_id="ft-7f3a")
+    page = page_for(viewer)
+    for path in ("/", reverse("dashboard-finetunes")):
+        page.goto(path)
+        shown = page.locator(f"progress[data-job-id='{job.job_id}']").evaluate("bar => bar.value")
+        assert shown == pytest.approx(job.progress_pct)
+    shoot(page, "fine-tunes")
+
+
+def test_a_viewer_sees_no_key_actions_and_cannot_use_them(
+    page_for: Any, live_server: Any, viewer: User, world: dict[str, Any]
+) -> None:
+    page = page_for(viewer)
+    page.goto(reverse("keys-list"))
+    body = page.inner_text("main")
+    assert "prod" in body
+    for action in ("Add a Together key", "Create an app key", "Rotate", "Revoke"):
+        assert action not in body
+
+    key = world["prod"]
+    assert page.request.get(reverse("keys-upstream-new")).status == 403
+    revoke = page.request.post(reverse("keys-upstream-revoke", args=[key.id]), max_redirects=0)
+    assert revoke.status == 403
+    shoot(page, "keys-as-viewer")
+
+
+def test_every_page_renders_on_a_phone_without_console_errors(
+    page_for: Any, viewer: User, world: dict[str, Any]
+) -> None:
+    group = ErrorGroup.objects.get(kind="model_not_found")
+    pages = {
+        "overview": "/",
+        "errors": reverse("dashboard-errors"),
+        "error-group": reverse("dashboard-error", args=[group.id]),
+        "requests": reverse("dashboard-requests"),
+        "models": reverse("dashboard-models"),
+        "fine-tune": reverse("dashboard-finetune", args=["ft-7f3a"]),
+        "batches": reverse("dashboard-batches"),
+        "key-usage": reverse("dashboard-keys"),
+        "key": reverse("dashboard-key", args=[world["prod"].id]),
+    }
+    page = page_for(viewer, viewport=PHONE)
+    for name, path in pages.items():
+        page.goto(path)
+        if name in ("overview", "key"):
+            wait_for_refresh(page)
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 1, f"{name} is wider than the phone screen by {overflow}px"
+        shoot(page, f"phone-{name}")
+
+
+def test_an_empty_overview_says_what_to_do_instead_of_blank_charts(page_for: Any, viewer: User) -> None:
+    page = page_for(viewer)
+    page.goto("/")
+    wait_for_refresh(page)
+    assert page.locator("[data-empty-for=categories]").is_visible()
+    assert page.locator("[data-chart-box=categories]").is_hidden()
+    assert "create_app_key" in page.inner_text("#getting-started")
+    shoot(page, "overview-empty")
+
+
+def test_the_charts_say_so_when_the_session_has_ended(
+    page_for: Any, viewer: User, world: dict[str, Any]
+) -> None:
+    page = page_for(viewer)
+    page.goto("/")
+    wait_for_refresh(page)
+    # Chromium itself logs every refused fetch; those are expected here, script errors still are not.
+    page_for.allow("the server responded with a status of 401 (Unauthorized)")
+    page.context.clear_cookies()
+    page.evaluate("document.querySelector('form[data-live]').requestSubmit()")
+    page.wait_for_function(
+        "document.getElementById('refresh-status').textContent.includes('session has ended')"
+    )
+    # The charts keep the last data they had rather than going blank.
+    assert category_totals(page) == SEEDED_ERRORS
+
+
+def test_pages_use_chart_js_from_static_files_not_a_cdn(
+    page_for: Any, live_server: Any, viewer: User
+) -> None:
+    page = page_for(viewer)
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto("/")
+    wait_for_refresh(page)
+    assert f"{live_server.url}/static/vendor/chart.js/chart.umd.min.js" in requested
+    hosts = {urlsplit(url).netloc for url in requested if url.startswith("http")}
+    assert hosts == {urlsplit(live_server.url).netloc}

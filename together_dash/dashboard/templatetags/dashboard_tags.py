@@ -1,0 +1,49 @@
+"""Template filters for the dashboard pages: category colours, headroom levels, percentages."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django import template
+
+from together_dash.dashboard.palette import CATEGORY_COLORS, headroom_level
+from together_dash.dashboard.views.common import percent as _percent
+
+register = template.Library()
+
+
+@register.filter
+def category_color(category: str) -> str:
+    return CATEGORY_COLORS.get(category, "#6b7280")
+
+
+@register.filter
+def headroom(pct: float | None) -> str:
+    """ok, low or critical."""
+    return headroom_level(pct)
+
+
+@register.filter
+def rate(value: float | None) -> str:
+    """0.125 -> 12.5%; None -> a dash."""
+    return _percent(value)
+
+
+@register.filter
+def progress_value(pct: float | None) -> str:
+    """A <progress> value: one decimal, always a dot, whatever the locale."""
+    return "" if pct is None else f"{pct:.1f}"
+
+
+@register.filter
+def price(value: Decimal | None) -> str:
+    """0.880000 -> 0.88: catalog prices without trailing zeros; a dash when unknown."""
+    if value is None:
+        return "–"
+    return format(value.normalize(), "f")
+
+
+@register.filter
+def get_item(mapping: dict[str, Any] | None, name: str) -> Any:
+    return (mapping or {}).get(name)
