@@ -10,12 +10,17 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 from urllib.parse import urlsplit
 
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.contrib.staticfiles.handlers import StaticFilesHandler
+from django.core.servers.basehttp import WSGIServer
+from django.db import connections
 from django.test import Client
+from django.test.testcases import LiveServerThread
 from django.urls import reverse
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, sync_playwright
 
@@ -42,15 +47,49 @@ if not os.path.exists(CHROMIUM):
 def browser() -> Iterator[Browser]:
     # Playwright's sync API runs an event loop in this thread; the ORM calls the tests make between
     # browser steps are ordinary synchronous code, which Django would otherwise refuse next to a loop.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    with sync_playwright() as playwright:
+    with mock.patch.dict(os.environ, {"DJANGO_ALLOW_ASYNC_UNSAFE": "true"}), sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=CHROMIUM,
             args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
         )
         yield launched
         launched.close()
-    os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+class SerialWSGIServer(WSGIServer):
+    """Answers one request at a time; Django then closes each connection, so nothing queues behind one.
+
+    With SQLite in memory the live server shares the test's single database connection, and the
+    overview fires several requests at once: a threaded server would use that connection from
+    several threads at the same time, which hangs now and then.
+    """
+
+    def __init__(self, *args: Any, connections_override: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+
+
+class SerialLiveServerThread(LiveServerThread):
+    server_class = SerialWSGIServer
+
+
+@pytest.fixture(scope="module")
+def live_url(django_db_setup: None) -> Iterator[str]:
+    """A live server for this module, serving static files, on a free loopback port."""
+    shared = {
+        conn.alias: conn for conn in connections.all() if conn.vendor == "sqlite" and conn.is_in_memory_db()
+    }
+    thread = SerialLiveServerThread("127.0.0.1", StaticFilesHandler, connections_override=shared)
+    thread.daemon = True
+    for conn in shared.values():
+        conn.inc_thread_sharing()
+    thread.start()
+    thread.is_ready.wait()
+    if thread.error:
+        raise thread.error
+    yield f"http://127.0.0.1:{thread.port}"
+    thread.terminate()
+    for conn in shared.values():
+        conn.dec_thread_sharing()
 
 
 @pytest.fixture
@@ -71,16 +110,16 @@ def world(seed: Seed) -> dict[str, Any]:
 
 
 @pytest.fixture
-def page_for(browser: Browser, live_server: Any) -> Iterator[Any]:
+def page_for(browser: Browser, live_url: str) -> Iterator[Any]:
     """Open a page (laptop-sized unless told) logged in as a user; fail the test on any console error."""
     contexts: list[BrowserContext] = []
     problems: list[str] = []
 
     def open_page(user: User | None = None, viewport: dict[str, int] = LAPTOP) -> Page:
-        context = browser.new_context(viewport=viewport, base_url=live_server.url)
+        context = browser.new_context(viewport=viewport, base_url=live_url)
         if user is not None:
             context.add_cookies(
-                [{"name": settings.SESSION_COOKIE_NAME, "value": _session_for(user), "url": live_server.url}]
+                [{"name": settings.SESSION_COOKIE_NAME, "value": _session_for(user), "url": live_url}]
             )
         contexts.append(context)
         page = context.new_page()
@@ -125,7 +164,7 @@ def category_totals(page: Page) -> dict[str, int]:
 
 
 def test_logging_in_shows_the_overview_with_charts_of_the_real_data(
-    page_for: Any, live_server: Any, viewer: User, world: dict[str, Any]
+    page_for: Any, live_url: str, viewer: User, world: dict[str, Any]
 ) -> None:
     page = page_for()
     page.goto("/")
@@ -133,7 +172,7 @@ def test_logging_in_shows_the_overview_with_charts_of_the_real_data(
     page.fill("#id_username", viewer.username)
     page.fill("#id_password", PASSWORD)
     page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/")
+    page.wait_for_url(f"{live_url}/")
     wait_for_refresh(page)
 
     assert category_totals(page) == SEEDED_ERRORS
@@ -198,7 +237,7 @@ def test_a_fine_tune_progress_bar_matches_its_job(page_for: Any, viewer: User, w
 
 
 def test_a_viewer_sees_no_key_actions_and_cannot_use_them(
-    page_for: Any, live_server: Any, viewer: User, world: dict[str, Any]
+    page_for: Any, live_url: str, viewer: User, world: dict[str, Any]
 ) -> None:
     page = page_for(viewer)
     page.goto(reverse("keys-list"))
@@ -266,14 +305,12 @@ def test_the_charts_say_so_when_the_session_has_ended(
     assert category_totals(page) == SEEDED_ERRORS
 
 
-def test_pages_use_chart_js_from_static_files_not_a_cdn(
-    page_for: Any, live_server: Any, viewer: User
-) -> None:
+def test_pages_use_chart_js_from_static_files_not_a_cdn(page_for: Any, live_url: str, viewer: User) -> None:
     page = page_for(viewer)
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
     page.goto("/")
     wait_for_refresh(page)
-    assert f"{live_server.url}/static/vendor/chart.js/chart.umd.min.js" in requested
+    assert f"{live_url}/static/vendor/chart.js/chart.umd.min.js" in requested
     hosts = {urlsplit(url).netloc for url in requested if url.startswith("http")}
-    assert hosts == {urlsplit(live_server.url).netloc}
+    assert hosts == {urlsplit(live_url).netloc}

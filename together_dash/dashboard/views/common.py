@@ -33,14 +33,13 @@ def filter_context(rng: Range) -> dict[str, Any]:
     }
 
 
-def script_config(**extra: Any) -> dict[str, Any]:
+def script_config() -> dict[str, Any]:
     """What static/dashboard.js needs from the server, handed over with json_script."""
     return {
         "charts": {name: reverse(f"dashboard-chart-{name}") for name in CHART_NAMES},
         "categoryColors": CATEGORY_COLORS,
         "refreshSeconds": REFRESH_SECONDS,
         "timeZone": settings.TIME_ZONE,
-        **extra,
     }
 
 
