@@ -1,4 +1,4 @@
-"""Shared fixtures. Every test runs on the embedded defaults unless DATABASE_URL / CELERY_BROKER_URL say otherwise."""
+"""Shared fixtures. Tests run on the embedded defaults unless DATABASE_URL or CELERY_BROKER_URL say so."""
 from __future__ import annotations
 
 import os
@@ -29,3 +29,12 @@ def fresh_simulator(simulator: RunningSimulator) -> RunningSimulator:
     """The session simulator, reset: no files, jobs or batches, default scenario, clock running."""
     simulator.reset()
     return simulator
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache() -> Iterator[None]:
+    """Each test starts with an empty cache: with CACHE_URL on Redis (CI) entries outlive a test."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield

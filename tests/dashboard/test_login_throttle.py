@@ -1,13 +1,11 @@
 from __future__ import annotations
 
-from datetime import timedelta
+import time
 
 import pytest
-import time_machine
 from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
-from django.utils import timezone
 
 from together_dash.dashboard import login as throttle
 
@@ -46,12 +44,16 @@ def test_the_block_is_per_username_and_address(client: Client, viewer: User, key
     assert attempt(Client(), key_admin.username, PASSWORD) == 302
 
 
-def test_the_block_ends_after_the_window(client: Client, viewer: User) -> None:
-    with time_machine.travel(timezone.now(), tick=False) as traveller:
-        fail(client, viewer.username, throttle.FAILURES_PER_USERNAME)
-        assert attempt(client, viewer.username, PASSWORD) == 429
-        traveller.shift(timedelta(seconds=throttle.WINDOW_SECONDS + 1))
-        assert attempt(client, viewer.username, PASSWORD) == 302
+def test_the_block_ends_after_the_window(
+    client: Client, viewer: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The window is the cache entry's lifetime, which Redis enforces in real time (time travel can't
+    # move it), so the test uses a one-second window and waits it out.
+    monkeypatch.setattr(throttle, "WINDOW_SECONDS", 1)
+    fail(client, viewer.username, throttle.FAILURES_PER_USERNAME)
+    assert attempt(client, viewer.username, PASSWORD) == 429
+    time.sleep(1.6)
+    assert attempt(client, viewer.username, PASSWORD) == 302
 
 
 def test_a_successful_login_forgets_earlier_failures(client: Client, viewer: User) -> None:
