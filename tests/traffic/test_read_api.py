@@ -91,6 +91,17 @@ def test_a_logged_in_session_works(admin_client: Client) -> None:
 
 # ---- /api/requests -----------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_a_login_without_a_dashboard_role_reads_nothing(client: Client, path: str) -> None:
+    from django.contrib.auth.models import Group, User
+
+    user = User.objects.create_user("no-role", password="a-long-passphrase-42")
+    client.force_login(user)
+    assert client.get(path).status_code == 401
+    user.groups.add(Group.objects.get_or_create(name="viewer")[0])
+    assert client.get(path).status_code == 200
+
+
 def test_keyset_pages_return_every_row_exactly_once(
     client: Client, token: str, upstream: TogetherKey
 ) -> None:

@@ -16,10 +16,11 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils import timezone
 from ninja import Field, Query, Router, Schema, Status
-from ninja.security import django_auth
+from ninja.security import SessionAuth
 from ninja.security.http import HttpAuthBase
 from pydantic import TypeAdapter
 
+from together_dash.core.roles import is_viewer
 from together_dash.keys.models import ApiToken, AppKey, IssuedKey
 from together_dash.traffic import csv_export, ingest, listing, usage
 from together_dash.traffic.models import CATEGORY_CHOICES, ErrorGroup
@@ -71,7 +72,15 @@ class OpsTokenAuth(HttpAuthBase):
         return authenticate(ApiToken, bearer_token(request))
 
 
-READ_AUTH = [OpsTokenAuth(), django_auth]
+class ViewerSessionAuth(SessionAuth):
+    """A logged-in session whose user has a dashboard role; a login alone reads nothing."""
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> Any:
+        user = super().authenticate(request, key)
+        return user if user is not None and is_viewer(user) else None
+
+
+READ_AUTH = [OpsTokenAuth(), ViewerSessionAuth()]
 
 
 # ---- ingest ------------------------------------------------------------------------------------------
