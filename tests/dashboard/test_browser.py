@@ -39,14 +39,14 @@ PHONE = {"width": 390, "height": 844}
 # Seeded errors in the last 24 hours, per category label as the chart shows it.
 SEEDED_ERRORS = {"Rate limit": 3, "Billing": 2, "Validation": 4, "Server": 6}
 
-if not os.path.exists(CHROMIUM):
-    pytest.skip("Debian's chromium is not installed (make test installs it)", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     # Playwright's sync API runs an event loop in this thread; the ORM calls the tests make between
     # browser steps are ordinary synchronous code, which Django would otherwise refuse next to a loop.
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium package.")
     with mock.patch.dict(os.environ, {"DJANGO_ALLOW_ASYNC_UNSAFE": "true"}), sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=CHROMIUM,
