@@ -63,10 +63,16 @@ run: setup
 # ---- tests ----------------------------------------------------------------------------------------
 test: deps $(VENV)/.stamp-dev /usr/bin/chromium collectstatic .venv-sdk1/.stamp
 	# Tests keep generated secrets and broker folders in a scratch folder, not the developer's ./var.
-	TOGETHER_DASH_VAR_DIR=$$(mktemp -d) $(BIN)/pytest $(PYTEST_ARGS)
+	TOGETHER_DASH_VAR_DIR=$$(mktemp -d) $(BIN)/pytest -m "not faults" $(PYTEST_ARGS)
 
+# The fault-injection suite (tests/faults/): it restarts PostgreSQL and Redis, kills workers and stops
+# SMTP, so it runs on its own against the machine's PostgreSQL and Redis (override the URLs to move it).
+FAULTS_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+FAULTS_REDIS_URL ?= redis://127.0.0.1:6379
 test-faults: deps $(VENV)/.stamp-dev
-	$(BIN)/pytest -m faults $(PYTEST_ARGS)
+	TOGETHER_DASH_VAR_DIR=$$(mktemp -d) DATABASE_URL=$(FAULTS_DATABASE_URL) \
+	  CELERY_BROKER_URL=$(FAULTS_REDIS_URL)/0 CACHE_URL=$(FAULTS_REDIS_URL)/1 \
+	  $(BIN)/pytest -m faults tests/faults $(PYTEST_ARGS)
 
 bench: deps $(VENV)/.stamp-dev
 	$(PY) bench/run_all.py
