@@ -13,8 +13,10 @@ from together_dash.catalog.models import ModelChange, ModelInfo
 from together_dash.jobs.models import BatchJob, FineTuneEvent, remainder_dir
 from together_dash.pollers.models import PollerHeartbeat
 from together_dash.together.errors import TAXONOMY
-from together_dash.traffic.models import ErrorGroup
+from together_dash.traffic.entries import LogEntry
+from together_dash.traffic.models import ErrorGroup, RequestLog
 from together_dash.traffic.proxy.app import DROPPED_CACHE_KEY
+from together_dash.traffic.recording import record_entries
 
 from .conftest import LLAMA, QWEN, Seed
 
@@ -30,7 +32,8 @@ def world(seed: Seed) -> dict[str, object]:
     seed.logs(key, LLAMA, timedelta(minutes=10), 3, kind="request_rate_limited")
     job = seed.finetune("ft-abc123", "running", (37, 100))
     batch = BatchJob.objects.create(batch_id="batch-1", status="COMPLETED", model_id=LLAMA)
-    return {"key": key, "job": job, "batch": batch, "group": ErrorGroup.objects.get()}
+    return {"key": key, "job": job, "batch": batch, "group": ErrorGroup.objects.get(),
+            "log": RequestLog.objects.filter(category="rate_limit").first()}
 
 
 def page_urls(world: dict[str, object]) -> list[str]:
@@ -39,6 +42,7 @@ def page_urls(world: dict[str, object]) -> list[str]:
         reverse("dashboard-errors"),
         reverse("dashboard-error", args=[world["group"].id]),
         reverse("dashboard-requests"),
+        reverse("dashboard-request", args=[world["log"].id]),
         reverse("dashboard-models"),
         reverse("dashboard-finetunes"),
         reverse("dashboard-finetune", args=[world["job"].job_id]),
@@ -260,6 +264,45 @@ def test_the_request_explorer_names_keys_and_links_error_groups(viewer_web: Clie
     group = ErrorGroup.objects.get()
     assert "<td>prod</td>" in page and "<td>–</td>" in page
     assert f'href="{reverse("dashboard-error", args=[group.id])}"' in page
+
+
+def test_a_request_page_shows_every_captured_field_and_the_fix(viewer_web: Client, seed: Seed) -> None:
+    seed.logs(seed.key("prod"), LLAMA, timedelta(minutes=5), 1, kind="insufficient_credits")
+    log = RequestLog.objects.get()
+    RequestLog.objects.filter(pk=log.pk).update(
+        model_served="meta-llama/Llama-3.3-70B-Instruct-Turbo-Free", request_id="req-abc",
+        ratelimit_limit=600, ratelimit_remaining=17, ratelimit_reset=4.5,
+    )
+
+    listing = text(viewer_web.get(reverse("dashboard-requests"), {"range": "1h"}))
+    page = text(viewer_web.get(reverse("dashboard-request", args=[log.id])))
+
+    assert f'href="{reverse("dashboard-request", args=[log.id])}"' in listing
+    assert TAXONOMY["insufficient_credits"].fix in page
+    assert "req-abc" in page and "redirected" in page and "prod" in page
+    assert "17 left of 600, resets in 4.5 s" in page
+    assert "Bodies are not kept for this request" in page
+
+
+def test_a_request_page_shows_its_sampled_bodies(viewer_web: Client, db: None) -> None:
+    record_entries([LogEntry(
+        created_at=timezone.now(), endpoint="/v1/chat/completions", status_code=200,
+        extra={"body_sample": {"request": '{"messages": "<b>hi</b>"}', "response": '{"id": "cmpl-1"}'}},
+    )])
+    log = RequestLog.objects.get()
+
+    response = viewer_web.get(reverse("dashboard-request", args=[log.id]))
+
+    assert response.context["sample"].request_log_id == log.id
+    assert "&lt;b&gt;hi&lt;/b&gt;" in response.content.decode()  # shown as text, never as markup
+    assert '"id": "cmpl-1"' in text(response)
+
+
+def test_an_unknown_request_is_a_404_and_anonymous_visitors_log_in(viewer_web: Client,
+                                                                   client: Client) -> None:
+    assert viewer_web.get(reverse("dashboard-request", args=[999_999])).status_code == 404
+    response = client.get(reverse("dashboard-request", args=[1]))
+    assert response.status_code == 302 and "/login" in response["Location"]
 
 
 def test_the_model_catalog_shows_prices_state_traffic_and_successors(viewer_web: Client, seed: Seed) -> None:

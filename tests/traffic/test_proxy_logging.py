@@ -16,12 +16,13 @@ from together_dash.keys.models import TogetherKey
 from together_dash.keys.services import create_app_key
 from together_dash.simulator.testing import RunningSimulator
 from together_dash.traffic.entries import LogEntry
-from together_dash.traffic.models import RequestLog
+from together_dash.traffic.models import RequestBodySample, RequestLog
 from together_dash.traffic.proxy.app import DROPPED_CACHE_KEY, publish_dropped_to_cache, record_to_database
 from together_dash.traffic.proxy.buffer import LogBuffer, LogFlusher
 from together_dash.traffic.proxy.testing import running_proxy
 
 MODEL = "meta-llama/Llama-3.3-70B-Instruct-Turbo"
+OTHER_MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo"
 MESSAGES = [{"role": "user", "content": "hello"}]
 
 
@@ -46,7 +47,8 @@ def app_key(transactional_db: None) -> str:
 
 
 def chat(base_url: str, key: str, **body: object) -> httpx.Response:
-    return httpx.post(f"{base_url}/chat/completions", json={"model": MODEL, "messages": MESSAGES, **body},
+    body = {"model": MODEL, "messages": MESSAGES, **body}
+    return httpx.post(f"{base_url}/chat/completions", json=body,
                       headers={"Authorization": f"Bearer {key}"}, timeout=10)
 
 
@@ -124,6 +126,41 @@ def test_a_sampled_body_is_kept_redacted_and_capped(fresh_simulator: RunningSimu
     assert app_key not in sample["request"] and "[redacted]" in sample["request"]
     assert len(sample["request"]) <= 200
     assert sample["response"].startswith('{"id":')
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sampled_body_is_stored_beside_its_request_log(fresh_simulator: RunningSimulator,
+                                                         app_key: str) -> None:
+    """Through the real recording path: the sampled request gets its bodies, linked to its own row."""
+    with running_proxy(fresh_simulator.base_url, record=record_to_database, body_sample_rate=1.0,
+                       body_sample_max_bytes=300) as proxy:
+        chat(proxy.base_url, app_key, user=f"first call with {app_key}")
+        chat(proxy.base_url, app_key, user="second call", model=OTHER_MODEL)
+        assert proxy.proxy.drain_logs()
+
+    logs = list(RequestLog.objects.order_by("id"))
+    samples = {sample.request_log_id: sample for sample in RequestBodySample.objects.all()}
+    assert len(logs) == 2 and set(samples) == {log.id for log in logs}
+    first, second = (samples[log.id] for log in logs)
+    assert "first call with" in first.request_body and app_key not in first.request_body
+    assert "second call" in second.request_body
+    assert f'"model":"{MODEL}"' in first.response_body and OTHER_MODEL not in first.response_body
+    assert f'"model":"{OTHER_MODEL}"' in second.response_body
+    assert first.created_at == logs[0].created_at
+
+
+@pytest.mark.django_db(transaction=True)
+def test_unsampled_requests_in_the_same_batch_keep_no_bodies(fresh_simulator: RunningSimulator,
+                                                             app_key: str) -> None:
+    with running_proxy(fresh_simulator.base_url, record=record_to_database, body_sample_rate=0.5) as proxy:
+        for _ in range(40):
+            chat(proxy.base_url, app_key)
+        assert proxy.proxy.drain_logs()
+
+    sampled = RequestBodySample.objects.count()
+    assert RequestLog.objects.count() == 40
+    assert 0 < sampled < 40  # at rate 0.5, all-or-none of 40 has odds of 2 in a trillion
+    assert RequestBodySample.objects.filter(request_log__isnull=True).count() == 0
 
 
 @pytest.mark.django_db(transaction=True)

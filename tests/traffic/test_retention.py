@@ -12,7 +12,7 @@ from together_dash.core import schedule
 from together_dash.pollers.models import PollerHeartbeat
 from together_dash.traffic import retention, tasks
 from together_dash.traffic.entries import LogEntry
-from together_dash.traffic.models import ErrorGroup, RequestLog, UsageHour, UsageMinute
+from together_dash.traffic.models import ErrorGroup, RequestBodySample, RequestLog, UsageHour, UsageMinute
 from together_dash.traffic.recording import record_entries
 
 pytestmark = pytest.mark.django_db
@@ -115,3 +115,17 @@ def test_the_schedule_runs_pruning_periodically() -> None:
     spec = schedule.BY_NAME[retention.TASK_NAME]
     assert spec.task == "together_dash.traffic.tasks.prune_request_logs"
     assert tasks.prune_request_logs.name == spec.task
+
+
+def test_body_samples_go_with_their_logs() -> None:
+    record_entries([
+        LogEntry(created_at=NOW - timedelta(days=age), endpoint="/v1/chat/completions",
+                 extra={"body_sample": {"request": f"asked {age} days ago", "response": "{}"}})
+        for age in (40, 31, 2)
+    ])
+
+    result = retention.prune()
+
+    assert result.body_samples == 2 and result.request_logs == 2
+    kept = RequestBodySample.objects.get()
+    assert kept.request_body == "asked 2 days ago" and kept.request_log_id == RequestLog.objects.get().id

@@ -11,6 +11,7 @@ urlpatterns = [
     path("errors/", errors.error_list, name="dashboard-errors"),
     path("errors/<int:group_id>/", errors.error_detail, name="dashboard-error"),
     path("requests/", requests.request_list, name="dashboard-requests"),
+    path("requests/<int:log_id>/", requests.request_detail, name="dashboard-request"),
     path("models/", models.model_list, name="dashboard-models"),
     path("fine-tunes/", jobs.finetune_list, name="dashboard-finetunes"),
     path("fine-tunes/<str:job_id>/", jobs.finetune_detail, name="dashboard-finetune"),

@@ -106,6 +106,24 @@ class RequestLog(models.Model):
         return bool(self.category)
 
 
+class RequestBodySample(models.Model):
+    """The opt-in copy of one request's bodies (PROXY_BODY_SAMPLE_RATE): redacted and size-capped.
+
+    A table of its own, not columns of RequestLog: only sampled requests have one, and the log rows stay
+    narrow and COPY-able. created_at repeats the log's time so retention prunes both alike.
+    """
+
+    request_log = models.OneToOneField(
+        RequestLog, models.CASCADE, related_name="body_sample", db_constraint=False
+    )
+    created_at = models.DateTimeField(db_index=True)
+    request_body = models.TextField(blank=True)
+    response_body = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return f"bodies of request log {self.request_log_id}"
+
+
 class ErrorGroup(models.Model):
     """Errors that share a fingerprint: (category, kind, model, endpoint, upstream key)."""
 

@@ -32,6 +32,7 @@ from together_dash.traffic.models import (
     ERROR_COLUMNS,
     LATENCY_BOUNDS_MS,
     ErrorGroup,
+    RequestBodySample,
     RequestLog,
     UsageHour,
     UsageMinute,
@@ -293,13 +294,48 @@ def _insert_logs(cursor: CursorWrapper, new: list[_Item], group_ids: dict[str, i
     for item in new:
         if item.fingerprint:
             item.row[_GROUP] = group_ids[item.fingerprint]
-    if not new:
+    sampled = [item for item in new if _body_sample(item.entry)]
+    plain = [item for item in new if not _body_sample(item.entry)] if sampled else new
+    if sampled:
+        _insert_sampled(cursor, sampled)
+    if not plain:
         return
     if connection.vendor == "postgresql":
-        _copy_rows(cursor, RequestLog._meta.db_table, [item.row for item in new])
+        _copy_rows(cursor, RequestLog._meta.db_table, [item.row for item in plain])
         return
     sql = _insert_sql(RequestLog._meta.db_table, LOG_COLUMNS, 1)
-    cursor.executemany(sql, [_adapted(item.row) for item in new])
+    cursor.executemany(sql, [_adapted(item.row) for item in plain])
+
+
+def _body_sample(entry: LogEntry) -> dict | None:
+    """The proxy's redacted, capped body copy of this entry, when it was sampled."""
+    sample = entry.extra.get("body_sample") if entry.extra else None
+    return sample if isinstance(sample, dict) and sample else None
+
+
+_SAMPLE_COLUMNS = ("request_log_id", "created_at", "request_body", "response_body")
+
+
+def _insert_sampled(cursor: CursorWrapper, sampled: list[_Item]) -> None:
+    """Sampled entries: INSERT ... RETURNING their ids (COPY returns none), then their bodies.
+
+    Rows come back in the order of the VALUES list on PostgreSQL and SQLite, as Django's bulk_create
+    relies on too. Only sampled requests take this slower path.
+    """
+    table = RequestLog._meta.db_table
+    for chunk in _chunks(sampled):
+        sql = _insert_sql(table, LOG_COLUMNS, len(chunk), " RETURNING id")
+        cursor.execute(sql, [value for item in chunk for value in _adapted(item.row)])
+        ids = [row[0] for row in cursor.fetchall()]
+        bodies = []
+        for log_id, item in zip(ids, chunk, strict=True):
+            sample = _body_sample(item.entry) or {}
+            bodies.append([log_id, item.row[_CREATED], str(sample.get("request", "")),
+                           str(sample.get("response", ""))])
+        cursor.execute(
+            _insert_sql(RequestBodySample._meta.db_table, _SAMPLE_COLUMNS, len(bodies)),
+            [value for row in bodies for value in _adapted(row)],
+        )
 
 
 # PostgreSQL type names for binary COPY, which must match each column's type exactly.

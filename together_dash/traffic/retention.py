@@ -15,7 +15,7 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 
 from together_dash.pollers.runs import PollReport, run_poller
-from together_dash.traffic.models import RequestLog, UsageMinute
+from together_dash.traffic.models import RequestBodySample, RequestLog, UsageMinute
 
 logger = logging.getLogger(__name__)
 
@@ -30,22 +30,30 @@ class PruneResult:
 
     request_logs: int
     minute_rollups: int
+    body_samples: int
     logs_before: datetime
     minutes_before: datetime
 
 
 def prune(now: datetime | None = None, batch_size: int = BATCH_SIZE) -> PruneResult:
-    """Delete request logs older than REQUEST_LOG_RETENTION_DAYS and minute rollups older than theirs."""
+    """Delete request logs older than REQUEST_LOG_RETENTION_DAYS and minute rollups older than theirs.
+
+    Body samples go first, by the same cut-off: they are the only rows that point at request logs.
+    """
     now = now or timezone.now()
     logs_before = now - timedelta(days=settings.REQUEST_LOG_RETENTION_DAYS)
     minutes_before = now - timedelta(days=settings.ROLLUP_MINUTE_RETENTION_DAYS)
     result = PruneResult(
+        body_samples=delete_before(RequestBodySample, "created_at", logs_before, batch_size),
         request_logs=delete_before(RequestLog, "created_at", logs_before, batch_size),
         minute_rollups=delete_before(UsageMinute, "bucket", minutes_before, batch_size),
         logs_before=logs_before,
         minutes_before=minutes_before,
     )
-    logger.info("Pruned %d request logs and %d minute rollups", result.request_logs, result.minute_rollups)
+    logger.info(
+        "Pruned %d request logs (%d with body samples) and %d minute rollups",
+        result.request_logs, result.body_samples, result.minute_rollups,
+    )
     return result
 
 
@@ -75,8 +83,8 @@ def delete_before(model: type[models.Model], column: str, cutoff: datetime, batc
 def _delete_batch(model: type[models.Model], column: str, cutoff: datetime, batch_size: int) -> int:
     """One batch: the ids come from the time index, so each batch reads only the rows it deletes.
 
-    A raw DELETE: nothing references these rows, and the ORM's delete() would first load every row
-    to run cascades and signals that do not exist here.
+    A raw DELETE: nothing references these rows (body samples are deleted before their logs), and the
+    ORM's delete() would first load every row to run cascades and signals that do not exist here.
     """
     table = connection.ops.quote_name(model._meta.db_table)
     column = connection.ops.quote_name(column)

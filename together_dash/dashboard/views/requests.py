@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from django.http import HttpRequest, HttpResponse, QueryDict
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
@@ -16,6 +16,7 @@ from together_dash.dashboard.ranges import Range
 from together_dash.dashboard.views.common import filter_context, range_of
 from together_dash.together.errors import TAXONOMY
 from together_dash.traffic import listing
+from together_dash.traffic.models import RequestBodySample, RequestLog
 
 STATUS_MAX_DIGITS = 3
 
@@ -45,6 +46,24 @@ def request_list(request: HttpRequest) -> HttpResponse:
         "csv_url": _csv_url(span, filters),
     }
     return render(request, "dashboard/requests.html", context)
+
+
+@require_GET
+@viewer_required
+def request_detail(request: HttpRequest, log_id: int) -> HttpResponse:
+    """One request: every captured field, what its error means, and its bodies when they were sampled."""
+    log = get_object_or_404(
+        RequestLog.objects.select_related("app_key", "upstream_key", "error_group"), pk=log_id
+    )
+    sample = RequestBodySample.objects.filter(request_log_id=log.pk).first()
+    context = {
+        "log": log,
+        "info": TAXONOMY.get(log.kind) if log.category else None,
+        "sample": sample,
+        "redirected": bool(log.model_served and log.model_requested)
+        and log.model_served != log.model_requested,
+    }
+    return render(request, "dashboard/request_detail.html", context)
 
 
 def _filters(params: QueryDict, rng: Range) -> listing.RequestFilters:
