@@ -16,11 +16,13 @@ from django.core.cache import cache
 from django.test import override_settings
 from django.utils import timezone
 
-from together_dash.keys import crypto, lifecycle
+from together_dash.core import schedule
+from together_dash.keys import crypto, lifecycle, tasks
 from together_dash.keys.audit import Actor
 from together_dash.keys.cache import KEY_CACHE_VERSION, bump_key_cache_version, key_cache_version
 from together_dash.keys.lifecycle import KeyActionError
 from together_dash.keys.models import AppKey, AuditLog, TogetherKey
+from together_dash.pollers.models import PollerHeartbeat
 from together_dash.traffic.proxy.app import Proxy, ProxyConfig
 
 from .conftest import Together, new_secret
@@ -259,6 +261,22 @@ def test_a_rotated_app_key_accepts_the_old_secret_only_during_the_grace_window(a
         assert stored.matches(new) and not stored.matches(old)
         assert lifecycle.expire_grace_windows() == 1
     assert AppKey.objects.get().previous_hash == ""
+
+
+def test_the_periodic_task_ends_grace_windows_and_reports_its_heartbeat(actor: Actor) -> None:
+    app_key, _ = lifecycle.create_app_key("web", actor)
+    lifecycle.rotate_issued_key(app_key, actor, grace=timedelta(minutes=5))
+    later = timezone.now() + timedelta(minutes=6)
+
+    with time_machine.travel(later, tick=False):
+        tasks.expire_key_grace.apply()
+
+    assert AppKey.objects.get().previous_hash == ""
+    heartbeat = PollerHeartbeat.objects.get(name=tasks.TASK_NAME)
+    assert heartbeat.last_success == later
+    assert heartbeat.last_report["counts"] == {"old_secrets_destroyed": 1}
+    spec = schedule.BY_NAME[tasks.TASK_NAME]
+    assert spec.task == tasks.expire_key_grace.name and spec.every <= 60
 
 
 def test_an_app_key_rotated_without_grace_refuses_the_old_secret_at_once(actor: Actor) -> None:

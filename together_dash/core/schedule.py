@@ -35,6 +35,8 @@ PERIODIC_TASKS: tuple[PeriodicTaskSpec, ...] = (
     PeriodicTaskSpec("evaluate_alerts", "together_dash.alerts.tasks.evaluate_alerts", 30, 15),
     # Backstop for deliver_notification: sends what a lost task or an SMTP outage left pending.
     PeriodicTaskSpec("redeliver_alerts", "together_dash.alerts.tasks.redeliver_pending", 60, 30),
+    # Ends rotation grace windows on time: the old secret of a rotated key stops working and is destroyed.
+    PeriodicTaskSpec("expire_key_grace", "together_dash.keys.tasks.expire_key_grace", 60, 30),
 )
 BY_NAME: dict[str, PeriodicTaskSpec] = {spec.name: spec for spec in PERIODIC_TASKS}
 

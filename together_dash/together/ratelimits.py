@@ -78,10 +78,13 @@ def parse_ratelimit_headers(headers: Mapping[str, str] | None, now: datetime | N
     """Read every rate-limit header Together may send; garbage becomes None, never an exception."""
     try:
         lowered = _lower_keys(headers)
+        # Only the headers present are parsed (responses carry a few of the eleven); the rest stay None.
         values: dict[str, float | None] = {
-            name: _number(lowered.get(header)) for header, name in _NUMERIC_HEADERS.items()
+            _NUMERIC_HEADERS[header]: _number(value) for header, value in lowered.items()
+            if header in _NUMERIC_HEADERS
         }
-        values["retry_after"] = _retry_after(lowered.get("retry-after"), now)
+        if "retry-after" in lowered:
+            values["retry_after"] = _retry_after(lowered["retry-after"], now)
         return RateLimitInfo(**values)
     except Exception:  # a broken header mapping must not break the request that carried it
         return RateLimitInfo()

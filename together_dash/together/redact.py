@@ -18,11 +18,21 @@ _PATTERNS = [
 ]
 
 
+# One pass that finds whether any pattern could match: most texts (error messages) hold no secret, and
+# for them this is the only scan. The patterns' inline (?i) flags are scoped so they can be joined.
+_ANY = re.compile("|".join(
+    f"(?i:{pattern.pattern[4:]})" if pattern.pattern.startswith("(?i)") else f"(?:{pattern.pattern})"
+    for pattern in _PATTERNS
+))
+
+
 def redact(text: str, secrets: tuple[str, ...] | list[str] = ()) -> str:
     """Return text with known secret shapes and the given literal secrets replaced."""
     for secret in secrets:
         if secret and len(secret) >= 4:
             text = text.replace(secret, REDACTED)
+    if not _ANY.search(text):
+        return text
     for pattern in _PATTERNS:
         if pattern.groups:
             text = pattern.sub(lambda m: m.group(1) + REDACTED, text)

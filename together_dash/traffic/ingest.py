@@ -40,6 +40,8 @@ def _storable(value: str) -> str:
     """Neither database stores NUL, and a lone surrogate cannot be encoded for either."""
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
+    if value.isascii():  # the usual case, and cheap: no surrogate can be in it
+        return value
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:

@@ -65,6 +65,7 @@ def scheduled_prune(token: str | None = None, batch_size: int = BATCH_SIZE) -> P
         results.append(prune(batch_size=batch_size))
         report.count("request_logs", results[0].request_logs)
         report.count("minute_rollups", results[0].minute_rollups)
+        report.count("body_samples", results[0].body_samples)
 
     run_poller(TASK_NAME, body, token)
     return results[0] if results else None

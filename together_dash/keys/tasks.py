@@ -1,0 +1,23 @@
+"""Celery tasks of the keys app: thin shells over services, each with a management command twin."""
+from __future__ import annotations
+
+from celery import Task, shared_task
+
+from together_dash.keys.lifecycle import expire_grace_windows
+from together_dash.pollers.runs import PollReport, run_poller
+
+TASK_NAME = "expire_key_grace"
+
+
+@shared_task(bind=True, soft_time_limit=300, time_limit=330)
+def expire_key_grace(self: Task) -> None:
+    """Destroy old secrets whose rotation grace window has ended (manage.py expire_key_grace runs the same).
+
+    Under the periodic task's lease and heartbeat, so a grace window ends within one interval of its
+    time even when nobody runs the command, and the overview shows it if this stops running.
+    """
+
+    def body(report: PollReport) -> None:
+        report.count("old_secrets_destroyed", expire_grace_windows())
+
+    run_poller(TASK_NAME, body, self.request.id)
