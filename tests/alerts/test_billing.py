@@ -64,6 +64,24 @@ def test_the_first_success_after_402s_sends_one_resolved_notice(
     assert list(alert.events.values_list("transition", flat=True)) == ["resolved", "fired"]
 
 
+def test_a_free_call_succeeding_does_not_resolve_the_billing_alert(
+    django_capture_on_commit_callbacks: object, inbox: Inbox, key: TogetherKey
+) -> None:
+    """GET /models answers 200 with no credits left: only a billed call's success means they are back."""
+    record(django_capture_on_commit_callbacks, [payment_required(key.pk)])
+    free = success(key.pk)
+    free.method, free.endpoint, free.model_requested = "GET", "/v1/models", ""
+    record(django_capture_on_commit_callbacks, [free])
+    deliver_pending()
+
+    assert Alert.objects.get(rule__kind=Kind.BILLING).state == Alert.State.FIRING
+    assert len(inbox.messages) == 1
+
+    record(django_capture_on_commit_callbacks, [success(key.pk)])
+    deliver_pending()
+    assert Alert.objects.get(rule__kind=Kind.BILLING).state == Alert.State.RESOLVED
+
+
 def test_credits_running_out_again_fires_again(
     django_capture_on_commit_callbacks: object, inbox: Inbox, key: TogetherKey
 ) -> None:

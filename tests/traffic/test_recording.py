@@ -154,6 +154,29 @@ def test_the_result_tells_402s_and_successes_per_key(upstream: TogetherKey) -> N
     assert result.keys[None].successes == 1
 
 
+@pytest.mark.parametrize(
+    ("method", "endpoint", "billed"),
+    [
+        ("POST", "/v1/chat/completions", True),
+        ("POST", "/v1/completions", True),
+        ("POST", "/v1/embeddings", True),
+        ("POST", "/v1/images/generations", True),
+        ("POST", "/v1/fine-tunes", True),
+        ("GET", "/v1/models", False),
+        ("GET", "/v1/whoami", False),
+        ("GET", "/v1/fine-tunes/ft-123", False),
+        ("POST", "/v1/files/upload", False),
+        ("GET", "/v1/chat/completions", False),
+    ],
+)
+def test_only_a_successful_billed_call_counts_as_a_success(
+    upstream: TogetherKey, method: str, endpoint: str, billed: bool
+) -> None:
+    """A free call succeeds with no credits left, so it must not tell the billing alert they are back."""
+    result = record_entries([ok(upstream, method=method, endpoint=endpoint)])
+    assert result.keys[upstream.id].successes == (1 if billed else 0)
+
+
 def test_cost_is_priced_from_the_catalog(upstream: TogetherKey) -> None:
     ModelInfo.objects.create(model_id=MODEL, pricing_input=Decimal("0.88"), pricing_output=Decimal("2.00"))
     invalidate_prices()

@@ -56,6 +56,7 @@ LOG_COLUMNS: tuple[str, ...] = (
 _AT = {column: position for position, column in enumerate(LOG_COLUMNS)}
 _CREATED, _KEY, _CLIENT_ID = _AT["created_at"], _AT["upstream_key_id"], _AT["client_id"]
 _ENDPOINT, _STATUS, _LATENCY = _AT["endpoint"], _AT["status_code"], _AT["latency_ms"]
+_METHOD = _AT["method"]
 _COST, _GROUP = _AT["cost_usd"], _AT["error_group_id"]
 _CATEGORY, _KIND, _MESSAGE = _AT["category"], _AT["kind"], _AT["error_message"]
 _TOKENS = (_AT["prompt_tokens"], _AT["completion_tokens"], _AT["total_tokens"])
@@ -68,7 +69,7 @@ _HISTOGRAM_AT = COUNTER_COLUMNS.index("latency_count") + 1
 
 @dataclass(slots=True)
 class KeyOutcome:
-    """What one batch said about one upstream key: how many 402s and successes, and the first 402."""
+    """What one batch said about one upstream key: its 402s, successful billed calls, and the first 402."""
 
     payment_required: int = 0
     successes: int = 0
@@ -532,8 +533,20 @@ def _upsert_from_json(
 
 # ---- outcome per upstream key ------------------------------------------------------------------------
 
+# Calls Together bills (POST to these paths). Only their success shows that credits are back: a free call
+# such as GET /models or /whoami succeeds with no credits at all, so it must not resolve a billing alert.
+_BILLED_PATHS = (
+    "/chat/completions", "/completions", "/embeddings", "/images/generations", "/rerank", "/audio/speech",
+    "/audio/transcriptions", "/audio/translations", "/fine-tunes", "/batches",
+)
+
+
+def is_billed_call(method: str, endpoint: str) -> bool:
+    return method.upper() == "POST" and endpoint.rstrip("/").endswith(_BILLED_PATHS)
+
+
 def _tally_keys(stored: list[_Item]) -> dict[int | None, KeyOutcome]:
-    """402s and successes per upstream key, for the billing alert to act on."""
+    """402s and successes of billed calls per upstream key, for the billing alert to act on."""
     keys: dict[int | None, KeyOutcome] = {}
     for item in stored:
         status, created_at, key_id = item.row[_STATUS], item.row[_CREATED], item.row[_KEY]
@@ -544,6 +557,7 @@ def _tally_keys(stored: list[_Item]) -> dict[int | None, KeyOutcome]:
             outcome.payment_required += 1
             first = outcome.first_payment_required_at
             outcome.first_payment_required_at = created_at if first is None else min(first, created_at)
-        elif status is not None and status < 400 and not item.row[_CATEGORY]:
+        elif (status is not None and status < 400 and not item.row[_CATEGORY]
+              and is_billed_call(item.row[_METHOD], item.row[_ENDPOINT])):
             outcome.successes += 1
     return keys
