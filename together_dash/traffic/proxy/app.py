@@ -23,10 +23,11 @@ from django.conf import settings
 
 from together_dash.traffic.entries import LogEntry
 from together_dash.traffic.proxy import metrics
-from together_dash.traffic.proxy.auth import CredentialCache, MinuteLimiter, resolver_for
+from together_dash.traffic.proxy.auth import CredentialCache, resolver_for
 from together_dash.traffic.proxy.buffer import LogBuffer, LogFlusher, PublishDropped, RecordFunction
 from together_dash.traffic.proxy.exchange import Exchange
 from together_dash.traffic.proxy.forwarding import upstream_url
+from together_dash.traffic.proxy.limits import CacheCounter, MinuteLimiter
 from together_dash.traffic.proxy.upstream import proxy_transport
 
 logger = logging.getLogger(__name__)
@@ -152,7 +153,8 @@ class Proxy:
         self._key_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="proxy-keys")
         resolve = resolver_for(self.config.passthrough)
         self.credentials = CredentialCache(resolve, self._key_thread, ttl=self.config.key_cache_seconds)
-        self.limiter = MinuteLimiter()
+        self.limiter = MinuteLimiter(CacheCounter())
+        self.limiter.start()
         self.started = True
         if self.config.freeze_gc_at_start:
             gc.freeze()
@@ -177,6 +179,7 @@ class Proxy:
         self.started = False
         await self.transport.aclose()
         await asyncio.to_thread(self.flusher.stop, SHUTDOWN_DRAIN_SECONDS)
+        await asyncio.to_thread(self.limiter.stop)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._key_thread, close_database_connections)
         self._key_thread.shutdown(wait=True)

@@ -16,6 +16,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from django.db import Error as DatabaseError
+from django.db import connection
 from django.utils import timezone
 
 from together_dash.keys.cache import key_cache_version
@@ -162,6 +163,7 @@ def resolve_passthrough_key(presented: str) -> Credential:
     try:
         known = TogetherKey.objects.filter(fingerprint=fingerprint).values_list("pk", flat=True).first()
     except DatabaseError:
+        connection.close()  # see reconnecting()
         known = None  # attribution by fingerprint alone still works
     return Credential(upstream_secret=presented, key_fingerprint=fingerprint, upstream_key_id=known)
 
@@ -169,14 +171,32 @@ def resolve_passthrough_key(presented: str) -> Credential:
 def resolver_for(passthrough: bool) -> Callable[[str], Credential]:
     """App keys always work; in pass-through mode anything else is taken as the client's Together key."""
     if not passthrough:
-        return resolve_app_key
+        return reconnecting(resolve_app_key)
 
     def resolve(presented: str) -> Credential:
         if AppKey.split(presented) is not None:
             return resolve_app_key(presented)
         return resolve_passthrough_key(presented)
 
-    return resolve
+    return reconnecting(resolve)
+
+
+def reconnecting(resolve: Callable[[str], Credential]) -> Callable[[str], Credential]:
+    """Resolve, closing this thread's database connection after a database error.
+
+    Django replaces a broken connection only when a request starts or ends, and the key thread serves
+    none: without this, a connection cut by a database restart failed every later lookup, so once the
+    database was back new keys got 503s and known keys lived on their stale answers for good.
+    """
+
+    def resolve_or_close(presented: str) -> Credential:
+        try:
+            return resolve(presented)
+        except DatabaseError:
+            connection.close()
+            raise
+
+    return resolve_or_close
 
 
 # ---- the cache (async, on the event loop) -----------------------------------------------------------
@@ -286,23 +306,3 @@ class CredentialCache:
             if len(self._answers) >= MAX_CACHED_KEYS:
                 self._answers.clear()
         self._answers[presented] = answer
-
-
-class MinuteLimiter:
-    """Per app key request counts in fixed one-minute windows (per process)."""
-
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self.clock = clock
-        self._windows: dict[int, tuple[int, int]] = {}
-
-    def check(self, key_id: int, limit: int) -> float | None:
-        """Count a request; None when allowed, else the seconds until the window resets."""
-        now = self.clock()
-        window = int(now // 60)
-        start, count = self._windows.get(key_id, (window, 0))
-        if start != window:
-            count = 0
-        if count >= limit:
-            return (window + 1) * 60 - now
-        self._windows[key_id] = (window, count + 1)
-        return None
