@@ -199,6 +199,7 @@ class Timing:
     total: float  # seconds from sending the request to the last byte
     first_byte: float  # seconds to the first body byte (for streams: the first event)
     size: int
+    body: bytes = b""  # a Content-Length body as read (streams are counted, not kept)
 
 
 class RawClient:
@@ -245,7 +246,7 @@ class RawClient:
             at = lowered.index(b"content-length:") + 15
             body = await self.reader.readexactly(int(lowered[at:lowered.index(b"\r\n", at)]))
             now = time.perf_counter()
-            return Timing(status, now - started, now - started, len(body))
+            return Timing(status, now - started, now - started, len(body), body)
         return await self._read_chunked(started, status, sink_delay)
 
     async def _read_chunked(self, started: float, status: int, sink_delay: float) -> Timing:
