@@ -41,3 +41,14 @@ def require_ci_service(reason: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI=true and {reason}")
     pytest.skip(reason)
+
+
+@pytest.fixture
+def fresh_connections(_one_fault_run_at_a_time: None) -> None:
+    """Drop database connections opened before the lock: another fault run may have restarted PostgreSQL.
+
+    Only for transactional tests (django_db(transaction=True)): no transaction is open at this point.
+    """
+    from django.db import connections
+
+    connections.close_all()

@@ -324,6 +324,18 @@ def test_an_upstream_that_does_not_answer_in_time_is_a_504_logged_as_a_timeout(
     assert (log.status_code, log.category, log.kind) == (504, "network", "timeout")
 
 
+def test_a_200_whose_body_is_not_json_is_forwarded_as_is_and_logged_as_a_bad_response(
+    proxy: RunningProxy, app_key: str
+) -> None:
+    response = httpx.post(f"{proxy.base_url}/chat/completions", json=CHAT_BODY,
+                          headers={"Authorization": f"Bearer {app_key}", "X-Simulate": "malformed"})
+    log = only_log(proxy)
+
+    assert response.status_code == 200
+    assert response.content.startswith(b'{"id":') and not response.content.endswith(b"}")
+    assert (log.status_code, log.category, log.kind) == (200, "network", "bad_response")
+
+
 # ---- the client side ----------------------------------------------------------------------------------
 
 def test_the_asgi_application_serves_the_proxy_at_v1_and_the_dashboard_elsewhere(

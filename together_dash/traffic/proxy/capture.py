@@ -34,6 +34,7 @@ class BodySummary:
     model: str = ""
     response_id: str = ""
     usage: Usage | None = None
+    broken: bool = False  # a whole body that is not JSON: logged as a bad response, even with a 200
 
 
 def _count(value: Any) -> int | None:
@@ -69,11 +70,11 @@ def summarize_object(data: Any) -> BodySummary:
 
 
 def summarize_json(body: bytes) -> BodySummary:
-    """Model, id and usage of a whole JSON response body; empty when it is not JSON."""
+    """Model, id and usage of a whole JSON response body; marked broken when it is not JSON."""
     try:
         return summarize_object(json.loads(body))
     except (ValueError, RecursionError):
-        return BodySummary()
+        return BodySummary(broken=bool(body))
 
 
 _DECODER = json.JSONDecoder()

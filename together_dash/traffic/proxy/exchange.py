@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from together_dash.together.errors import classify_error
+from together_dash.together.errors import classify_bad_response, classify_error
 from together_dash.together.ratelimits import parse_ratelimit_headers
 from together_dash.together.redact import redact
 from together_dash.traffic.entries import LogEntry
@@ -343,7 +343,10 @@ class Exchange:
 
     def _note_body(self, response: httpx.Response, capture: BodyCapture, *, json_body: bool) -> None:
         if json_body and response.status_code < 400:
-            self._note_summary(capture.summary())
+            summary = capture.summary()
+            self._note_summary(summary)
+            if summary.broken:
+                self._classify_broken(capture.head, response.headers)
         if self.sampling:
             self._sample("response", capture.head)
         if response.status_code >= 400:
@@ -355,6 +358,13 @@ class Exchange:
             self.upstream_status, body[:MAX_ERROR_BODY], headers, self.scope["path"],
             method=self.scope["method"], secrets=(secret,),
         )
+        self._classified(classified.category, classified.kind, classified.message)
+
+    def _classify_broken(self, body: bytes, headers: httpx.Headers) -> None:
+        """A success status with a body that is not the JSON it claims to be: the client cannot use it."""
+        secret = self.credential.upstream_secret if self.credential else ""
+        classified = classify_bad_response(self.upstream_status, body[:MAX_ERROR_BODY], headers,
+                                           secrets=(secret,))
         self._classified(classified.category, classified.kind, classified.message)
 
     def _note_summary(self, summary: BodySummary) -> None:
