@@ -213,6 +213,18 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     }
     # The filesystem transport has no fanout exchange, so remote control (broadcast) is off.
     CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
+elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # Redis has no acknowledgements: a task taken by a worker that died without acking it (SIGKILL, a
+    # lost machine) goes back on its queue once unacknowledged for the visibility timeout, and workers
+    # look for such tasks every tenth of it (kombu's default: an hour, looked at every 100 s). It must
+    # outlast the longest task (process_batch_files: 600 s hard limit) and the longest retry countdown
+    # (deliver_notification: 300 s), or a task still running or waiting would be handed out twice.
+    _visibility_timeout = env.int("CELERY_BROKER_VISIBILITY_TIMEOUT", default=900)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": _visibility_timeout,
+        "unacked_restore_interval": max(1, min(60, _visibility_timeout // 10)),
+        "unacked_restore_throttle": 1,
+    }
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

@@ -4,9 +4,13 @@ A row is claimed pending -> sending with a conditional UPDATE before the SMTP ca
 retried task and the sweep, or a redelivered task) never both send it. It is marked sent only after the
 SMTP server accepted the message; on any error it goes back to pending with the error kept for ops.
 
-At-least-once edge, on purpose: if a worker dies after the server accepted the message but before the
-row is marked sent, the row stays in "sending" until its lease runs out and the sweep sends it again. A
-duplicate email in that narrow window is better than a lost billing alert.
+A worker that dies mid-send (SIGKILL, lost machine) leaves its row in "sending". The task is handed out
+again (acks_late) under the same id, which is the claim token, so the redelivered task takes its own claim
+back at once; otherwise the sweep takes the row once its lease runs out.
+
+At-least-once edge, on purpose: if the worker died after the server accepted the message but before the
+row was marked sent, that second attempt sends it again. A duplicate email in that narrow window is
+better than a lost billing alert.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from together_dash.alerts.emails import render_digest
@@ -34,12 +38,16 @@ class DeliveryError(Exception):
     """SMTP did not take the message; the notification is pending again and will be retried."""
 
 
-def deliver(notification_id: int) -> bool:
-    """Send one notification (inside a digest when many wait for the same people); True if sent now."""
+def deliver(notification_id: int, token: str | None = None) -> bool:
+    """Send one notification (inside a digest when many wait for the same people); True if sent now.
+
+    token: the caller's own id (a Celery task id), so a redelivered task can reclaim what it left in sending.
+    """
     now = timezone.now()
-    token = uuid.uuid4().hex
+    ours = Q(status=Notification.Status.SENDING, claim_token=token) if token else Q(pk__in=[])
+    token = token or uuid.uuid4().hex
     claimed = Notification.objects.filter(
-        pending_sweep_filter(now, SENDING_LEASE), pk=notification_id
+        pending_sweep_filter(now, SENDING_LEASE) | ours, pk=notification_id
     ).update(
         status=Notification.Status.SENDING, claimed_at=now, claim_token=token, attempts=F("attempts") + 1
     )
@@ -73,7 +81,8 @@ def _claim_digest_peers(notification: Notification, token: str) -> list[Notifica
     peers.update(
         status=Notification.Status.SENDING, claimed_at=now, claim_token=token, attempts=F("attempts") + 1
     )
-    claimed = Notification.objects.filter(claim_token=token).exclude(pk=notification.pk)
+    claimed = Notification.objects.filter(claim_token=token, status=Notification.Status.SENDING)
+    claimed = claimed.exclude(pk=notification.pk)
     return list(claimed.order_by("created_at", "id"))
 
 

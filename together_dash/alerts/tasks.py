@@ -18,9 +18,11 @@ from together_dash.alerts.evaluation import scheduled_evaluation
     max_retries=2000,
     soft_time_limit=120,
     time_limit=180,
+    bind=True,
 )
-def deliver_notification(notification_id: int) -> None:
-    deliver(notification_id)
+def deliver_notification(self: Task, notification_id: int) -> None:
+    # A task id is a uuid; without its dashes it fits Notification.claim_token (32 characters).
+    deliver(notification_id, token=(self.request.id or "").replace("-", "")[:32])
 
 
 @shared_task(bind=True, soft_time_limit=240, time_limit=300)
