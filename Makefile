@@ -8,7 +8,7 @@ PORT ?= 8000
 SIMULATOR_PORT ?= 8001
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test test-faults bench bench-scale bench-peers setup venv npm deps collectstatic migrate lint clean
+.PHONY: run test test-faults audit bench bench-scale bench-soak bench-peers setup venv npm deps collectstatic migrate lint clean
 
 # ---- set-up ---------------------------------------------------------------------------------------
 $(VENV)/.stamp-runtime: requirements.txt
@@ -33,6 +33,12 @@ deps: venv npm
 .venv-sdk1/.stamp:
 	test -x .venv-sdk1/bin/python || $(PYTHON) -m venv .venv-sdk1
 	.venv-sdk1/bin/python -m pip install --quiet together==1.5.34
+	touch $@
+
+# LiteLLM's proxy in its own virtualenv, pinned: `make bench-peers` measures it against ours.
+.venv-litellm/.stamp:
+	test -x .venv-litellm/bin/python || $(PYTHON) -m venv .venv-litellm
+	.venv-litellm/bin/python -m pip install --quiet 'litellm[proxy]==1.108.7'
 	touch $@
 
 # Debian's Chromium drives the browser tests (Playwright's own browser download does not work offline).
@@ -74,15 +80,33 @@ test-faults: deps $(VENV)/.stamp-dev
 	  CELERY_BROKER_URL=$(FAULTS_REDIS_URL)/0 CACHE_URL=$(FAULTS_REDIS_URL)/1 \
 	  $(BIN)/pytest -m faults tests/faults $(PYTEST_ARGS)
 
-bench: deps $(VENV)/.stamp-dev
+bench: deps $(VENV)/.stamp-dev .venv-litellm/.stamp
 	$(PY) bench/run_all.py
+
+# Our proxy and LiteLLM's against the same simulator, in the same run (bench/results/proxy_peers.json).
+bench-peers: deps $(VENV)/.stamp-dev .venv-litellm/.stamp
+	$(PY) bench/proxy_peers.py
 
 # Dashboard at 10 thousand and 10 million request logs (scratch PostgreSQL databases, kept for reruns).
 bench-scale: deps $(VENV)/.stamp-dev
 	$(PY) bench/dashboard_scale.py $(BENCH_ARGS)
 
+# Five minutes of proxy load at its highest sustainable rate beside 20 viewers and 5,000 ingest rows/s
+# (scratch PostgreSQL database together_dash_soak, Redis databases 14 and 15): a table, a JSON, a PNG.
+bench-soak: deps $(VENV)/.stamp-dev
+	$(PY) bench/soak.py $(BENCH_ARGS)
+
 lint: $(VENV)/.stamp-dev
 	$(BIN)/ruff check together_dash tests bench
 
+# Known vulnerabilities in the pinned packages and everything they pull in, from PyPI's advisories
+# (PIP_AUDIT_SERVICE=osv for OSV's). --strict fails when a package could not be checked at all, so an
+# unreachable service is never mistaken for a clean result. Accepted findings: .pip-audit-ignore.
+PIP_AUDIT_SERVICE ?= pypi
+audit: $(VENV)/.stamp-dev
+	$(BIN)/pip-audit --strict --progress-spinner off --vulnerability-service $(PIP_AUDIT_SERVICE) \
+	  -r requirements.txt -r requirements-dev.txt \
+	  $$(grep -oE '^[A-Za-z0-9-]+' .pip-audit-ignore | sed 's/^/--ignore-vuln /')
+
 clean:
-	rm -rf $(VENV) node_modules staticfiles var
+	rm -rf $(VENV) .venv-litellm node_modules staticfiles var

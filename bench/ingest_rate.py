@@ -6,7 +6,8 @@ Measured, each on an emptied table, with the same generated rows, best of --repe
   baseline        psycopg binary COPY into a bare table (no index, no constraint, no rollup, no group)
   proxy batches   record_entries() in batches of 500 without client ids, as the proxy's log writer calls it
   ingest batches  record_entries() in batches of 1,000 and of 5,000 with client ids (idempotent path)
-  http ingest     POST /api/ingest with 1,000-record JSON bodies, 2 clients, uvicorn in its own process
+  http ingest     POST /api/ingest with 1,000-record JSON bodies: one uvicorn process with 2 clients, and
+                  one process per CPU (uvicorn --workers) with 2 clients each, as a machine is deployed
 Every path but the baseline stores the rows with their error groups and minute/hour rollups. The
 database is a scratch one (together_dash_bench) on the server DATABASE_URL points at, dropped at the end.
 Target (DESIGN.md): >= 20,000 rows/s into PostgreSQL.
@@ -301,14 +302,25 @@ def measure(bench_url: str, count: int, repeats: int) -> dict:
     from django.db import connections
 
     connections.close_all()
-    with Dashboard(upstream="http://127.0.0.1:9/v1", env={"DATABASE_URL": bench_url}) as dashboard:
-        http = through_http(dashboard, secret, bodies, per_body, clients=2)
+    # Over HTTP as deployed: one uvicorn process, and one per CPU (uvicorn --workers, or WEB_CONCURRENCY),
+    # which is how a machine is run for throughput; each with two clients per process posting batches.
+    workers = os.cpu_count() or 1
+    http, http_workers = Rate(), Rate()
+    for _ in range(repeats):
+        with Dashboard(upstream="http://127.0.0.1:9/v1", env={"DATABASE_URL": bench_url}) as dashboard:
+            http = http.best(through_http(dashboard, secret, bodies, per_body, clients=2))
+        with Dashboard(upstream="http://127.0.0.1:9/v1", env={"DATABASE_URL": bench_url},
+                       workers=workers) as dashboard:
+            http_workers = http_workers.best(
+                through_http(dashboard, secret, bodies, per_body, clients=2 * workers)
+            )
     results: dict = {
         "rows": count, "repeats": repeats, "cpus": os.cpu_count(), "load_average_at_start": round(load, 2),
-        "target_rows_per_s": TARGET_ROWS_PER_SECOND,
+        "target_rows_per_s": TARGET_ROWS_PER_SECOND, "http_workers": workers,
     }
     paths = {"baseline_copy": baseline, "record_entries_proxy": proxy, "record_entries_ingest": ingest,
-             "record_entries_ingest_5000": large, "http_ingest": http}
+             "record_entries_ingest_5000": large, "http_ingest": http,
+             "http_ingest_workers": http_workers}
     for name, rate in paths.items():
         results[f"{name}_rows_per_s"] = round(rate.rows_per_s)
         results[f"{name}_ratio_to_baseline"] = round(rate.rows_per_s / baseline.rows_per_s, 3)

@@ -34,7 +34,8 @@ DEBUG = env.bool("DEBUG", default=True)
 # SECRET_KEY: required when DEBUG is off (check together_dash.E001); kept in ./var in development.
 SECRET_KEY_FROM_ENV = "SECRET_KEY" in env.ENVIRON
 if SECRET_KEY_FROM_ENV:
-    SECRET_KEY = env.str("SECRET_KEY")
+    # Read raw: django-environ would take a key starting with "$" for the name of another variable.
+    SECRET_KEY = env.ENVIRON["SECRET_KEY"]
 elif DEBUG:
     SECRET_KEY = _kept_locally("secret_key", lambda: secrets.token_urlsafe(50))
 else:
@@ -62,6 +63,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_celery_beat",
+    "ninja",  # serves the API docs' Swagger UI from static files instead of a CDN (CSP: 'self' only)
     "together_dash.core",
     "together_dash.simulator",
     "together_dash.keys",
@@ -76,6 +78,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "together_dash.core.middleware.RejectNulBytesMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -83,6 +86,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "together_dash.core.middleware.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "together_dash.urls"
@@ -237,17 +241,30 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # Production hardening; `manage.py check --deploy` is clean when DEBUG is off and these defaults stand.
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BEHIND_TLS_PROXY", default=False) else None
+BEHIND_TLS_PROXY = env.bool("BEHIND_TLS_PROXY", default=False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BEHIND_TLS_PROXY else None
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
-SECURE_HSTS_PRELOAD = not DEBUG
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+# Every script, style, image and fetch comes from this origin (Chart.js and the API docs' Swagger UI
+# are static files), and no page may be framed: an injected <script> or inline handler does not run.
+# An empty CONTENT_SECURITY_POLICY turns the header off (together_dash/core/middleware.py).
+CONTENT_SECURITY_POLICY = env.str(
+    "CONTENT_SECURITY_POLICY",
+    default="default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'",
+)
 # /healthz answers plain HTTP probes from load balancers even when SSL redirect is on.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 

@@ -28,7 +28,9 @@ def test_it_reports_a_relative_upstream_url() -> None:
     assert "together_dash.E004" in _ids()
 
 
-@override_settings(DEBUG=False, EMAIL_BACKEND="django.core.mail.backends.console.EmailBackend", ALERT_EMAILS=[])
+@override_settings(
+    DEBUG=False, EMAIL_BACKEND="django.core.mail.backends.console.EmailBackend", ALERT_EMAILS=[]
+)
 def test_it_warns_when_alerts_cannot_reach_anyone() -> None:
     ids = _ids()
     assert {"together_dash.W001", "together_dash.W002"} <= ids

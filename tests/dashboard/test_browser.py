@@ -109,6 +109,17 @@ def world(seed: Seed) -> dict[str, Any]:
     return {"prod": prod, "batch": batch}
 
 
+@pytest.fixture(autouse=True)
+def _policy_lets_playwright_wait(settings: Any) -> None:
+    """Playwright's wait_for_function evaluates a string in the page, which the Content-Security-Policy
+    forbids; the rest of the policy stays, so an inline script or style of ours still fails a test."""
+    strict = "script-src 'self';"
+    assert strict in settings.CONTENT_SECURITY_POLICY
+    settings.CONTENT_SECURITY_POLICY = settings.CONTENT_SECURITY_POLICY.replace(
+        strict, "script-src 'self' 'unsafe-eval';"
+    )
+
+
 @pytest.fixture
 def page_for(browser: Browser, live_url: str) -> Iterator[Any]:
     """Open a page (laptop-sized unless told) logged in as a user; fail the test on any console error."""

@@ -1,15 +1,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import hypothesis
 import pytest
-import schemathesis
-from django.core.signals import request_finished, request_started
-from django.core.wsgi import get_wsgi_application
-from django.db import OperationalError, close_old_connections, connection
+from django.db import OperationalError, connection
 from django.test import Client, override_settings
 
 from together_dash.keys.models import AppKey, TogetherKey
@@ -259,54 +254,4 @@ def test_an_unavailable_database_is_a_503_with_retry_after(
     assert post(client, secret, [record(id="later")]).json()["created"] == 1
 
 
-# ---- fuzzing from the OpenAPI document ---------------------------------------------------------------
-
-@schemathesis.serializer("application/x-ndjson")
-def _ndjson(context: object, value: object) -> bytes:
-    return value.encode("utf-8", "surrogatepass") if isinstance(value, str) else json.dumps(value).encode()
-
-
-@pytest.fixture
-def ingest_schema(db: None) -> Iterator[schemathesis.BaseSchema]:
-    # As Django's test client does: the test's transaction (and connection) must outlive each request.
-    request_started.disconnect(close_old_connections)
-    request_finished.disconnect(close_old_connections)
-    try:
-        yield schemathesis.openapi.from_wsgi("/api/openapi.json", get_wsgi_application())
-    finally:
-        request_started.connect(close_old_connections)
-        request_finished.connect(close_old_connections)
-
-
-@pytest.fixture
-def ledger() -> dict[str, object]:
-    """What the fuzzed calls were told was stored: the running total and each new record's id."""
-    return {"created": 0, "ids": set()}
-
-
-fuzzed = schemathesis.pytest.from_fixture("ingest_schema").include(path="/api/ingest", method="POST")
-
-
-@fuzzed.parametrize()
-@hypothesis.settings(
-    max_examples=100, deadline=None, derandomize=True,
-    suppress_health_check=list(hypothesis.HealthCheck),
-)
-def test_fuzzed_ingest_never_fails_and_never_loses_or_doubles_a_record(
-    case: schemathesis.Case, app_key: tuple[AppKey, str], ledger: dict[str, object]
-) -> None:
-    key, secret = app_key
-    response = case.call(headers={"Authorization": f"Bearer {secret}"})
-
-    assert response.status_code < 500, response.text[:500]
-    if response.status_code in (200, 400) and "accepted" in response.json():
-        answer = response.json()
-        new = [a["id"] for a in answer["accepted"] if not a["duplicate"]]
-        assert answer["created"] == len(new)
-        ledger["created"] += answer["created"]
-        ids = [client_id for client_id in new if client_id is not None]
-        assert not set(ids) & ledger["ids"], "a record reported new twice"
-        ledger["ids"].update(ids)
-    stored = RequestLog.objects.filter(app_key=key)
-    assert stored.count() == ledger["created"]
-    assert stored.filter(client_id__isnull=False).count() == len(ledger["ids"])
+# Fuzzing from the OpenAPI document, ingest included: tests/security/test_fuzz.py.

@@ -23,8 +23,10 @@ def check_secrets(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     if not settings.DEBUG and not settings.FIELD_ENCRYPTION_KEYS_FROM_ENV:
         errors.append(
             Error(
-                "FIELD_ENCRYPTION_KEYS is not set while DEBUG is off; stored Together keys could not be decrypted after a restart.",
-                hint="Generate one with: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'",
+                "FIELD_ENCRYPTION_KEYS is not set while DEBUG is off; stored Together keys could not be "
+                "decrypted after a restart.",
+                hint="Generate one with: python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())'",
                 id="together_dash.E002",
             )
         )

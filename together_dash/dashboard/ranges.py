@@ -7,7 +7,7 @@ sends them, in the server's time zone), key=<upstream key id>, model=<model id>.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 from django.http import QueryDict
@@ -125,7 +125,11 @@ def _moment(text: str | None) -> datetime | None:
         return None
     if value is None:
         return None
-    return timezone.make_aware(value) if timezone.is_naive(value) else value
+    try:
+        # In UTC: PostgreSQL refuses offsets past 15:59 that ISO 8601 allows.
+        return timezone.make_aware(value) if timezone.is_naive(value) else value.astimezone(UTC)
+    except OverflowError:
+        return None
 
 
 def _key_id(text: str | None) -> int | None:

@@ -109,7 +109,8 @@ def _hash_secret(secret: str) -> str:
 class IssuedKeyQuerySet(models.QuerySet):
     def usable(self) -> IssuedKeyQuerySet:
         now = timezone.now()
-        return self.filter(status="active").filter(models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now))
+        unexpired = models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
+        return self.filter(status="active").filter(unexpired)
 
 
 class IssuedKey(models.Model):
@@ -194,7 +195,9 @@ class AppKey(IssuedKey):
 
     KIND = "tdk"
 
-    upstream_key = models.ForeignKey(TogetherKey, models.PROTECT, null=True, blank=True, related_name="app_keys")
+    upstream_key = models.ForeignKey(
+        TogetherKey, models.PROTECT, null=True, blank=True, related_name="app_keys"
+    )
     allowed_models = models.JSONField(default=list, blank=True)
     rate_limit_per_minute = models.PositiveIntegerField(null=True, blank=True)
 

@@ -14,7 +14,8 @@ router = Router(tags=["tools"])
 
 
 class PreflightIn(Schema):
-    model: str = Field(description="Exact Together model id.")
+    # No NUL: PostgreSQL refuses it in the catalog lookup (a 500 otherwise); no model id has one.
+    model: str = Field(pattern=r"^[^\x00]*$", description="Exact Together model id.")
     max_tokens: int = Field(ge=1, description="max_tokens of the request to check.")
     messages: list[dict[str, Any]] | None = Field(None, description="Chat messages; or give prompt.")
     prompt: str | None = Field(None, description="A text prompt; or give messages.")

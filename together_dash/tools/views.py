@@ -40,6 +40,7 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
     return render(request, "tools/dataset_list.html", context)
 
 
+@require_GET
 @viewer_required
 def dataset_detail(request: HttpRequest, validation_id: int) -> HttpResponse:
     """One validation: progress while it runs, then the verdict and every problem with its line."""

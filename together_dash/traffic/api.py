@@ -6,9 +6,9 @@ never a secret.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
@@ -18,7 +18,7 @@ from django.utils import timezone
 from ninja import Field, Query, Router, Schema, Status
 from ninja.security import SessionAuth
 from ninja.security.http import HttpAuthBase
-from pydantic import TypeAdapter
+from pydantic import AfterValidator, TypeAdapter
 
 from together_dash.core.roles import is_viewer
 from together_dash.keys.models import ApiToken, AppKey, IssuedKey
@@ -33,6 +33,20 @@ assert set(Category.__args__) == {value for value, _ in CATEGORY_CHOICES}
 RETRY_AFTER_SECONDS = 5
 TOUCH_EVERY = timedelta(minutes=1)
 USAGE_MAX_SPAN = timedelta(days=366)
+
+
+def _in_utc(value: datetime) -> datetime:
+    """Query times in UTC: PostgreSQL refuses offsets past 15:59 that ISO 8601 (and Python) allow."""
+    try:
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    except OverflowError:
+        raise ValueError("the time is out of range in UTC") from None
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_in_utc)]
+# Integers the database can hold (64-bit): a bigger id or offset is a 422 here, not an overflow (500) there.
+MAX_DB_INT = 2**63 - 1
+DbInt = Annotated[int, Field(ge=-MAX_DB_INT, le=MAX_DB_INT)]
 
 
 # ---- authentication ----------------------------------------------------------------------------------
@@ -235,14 +249,14 @@ def _ingest_answer(parsed: ingest.ParsedBody, result: RecordResult) -> JsonRespo
 # ---- requests ----------------------------------------------------------------------------------------
 
 class RequestQuery(Schema):
-    start: datetime | None = Field(None, description="Default: end minus 24 hours.")
-    end: datetime | None = Field(None, description="Default: now. At most 31 days after start.")
+    start: UtcDatetime | None = Field(None, description="Default: end minus 24 hours.")
+    end: UtcDatetime | None = Field(None, description="Default: now. At most 31 days after start.")
     category: Category | None = None
     kind: str | None = None
     model: str | None = None
-    key: int | None = Field(None, description="Upstream key id.")
-    status: int | None = None
-    app_key: int | None = Field(None, description="App key id.")
+    key: DbInt | None = Field(None, description="Upstream key id.")
+    status: DbInt | None = None
+    app_key: DbInt | None = Field(None, description="App key id.")
 
     def window(self) -> listing.Window:
         return listing.window(self.start, self.end)
@@ -327,8 +341,8 @@ class ErrorGroupQuery(Schema):
     category: Category | None = None
     kind: str | None = None
     model: str | None = None
-    key: int | None = Field(None, description="Upstream key id.")
-    since: datetime | None = Field(None, description="Only groups seen at or after this time.")
+    key: DbInt | None = Field(None, description="Upstream key id.")
+    since: UtcDatetime | None = Field(None, description="Only groups seen at or after this time.")
     sort: Literal["last_seen", "first_seen", "count"] = "last_seen"
 
 
@@ -362,7 +376,7 @@ def list_errors(
     request: HttpRequest,
     query: Query[ErrorGroupQuery],
     limit: int = Query(listing.DEFAULT_LIMIT, ge=1, le=listing.MAX_LIMIT),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_DB_INT),
 ) -> dict[str, Any]:
     """Errors grouped by (category, kind, model, endpoint, upstream key), with the cause and the fix."""
     filters = listing.GroupFilters(
@@ -388,9 +402,9 @@ def _group_fields(group: ErrorGroup) -> dict[str, Any]:
 # ---- usage -------------------------------------------------------------------------------------------
 
 class UsageQuery(Schema):
-    start: datetime | None = Field(None, description="Default: end minus 24 hours.")
-    end: datetime | None = Field(None, description="Default: now.")
-    key: int | None = Field(None, description="Upstream key id.")
+    start: UtcDatetime | None = Field(None, description="Default: end minus 24 hours.")
+    end: UtcDatetime | None = Field(None, description="Default: now.")
+    key: DbInt | None = Field(None, description="Upstream key id.")
     model: str | None = None
     step: Literal["minute", "hour"] | None = Field(
         None, description="Default: minute up to 24 hours (while minute rollups are kept), else hour."

@@ -169,7 +169,7 @@ def truncate_traffic() -> None:
             cursor.execute("SET CONSTRAINTS ALL DEFERRED")  # Django declares its foreign keys deferred
             return
         for table in quoted:  # request logs first: they point at error groups
-            cursor.execute(f"DELETE FROM {table}")  # noqa: S608 (table names from _meta)
+            cursor.execute(f"DELETE FROM {table}")  # noqa: S608 (table names from _meta) # nosec B608
 
 
 # ---- keys and models ---------------------------------------------------------------------------------
@@ -566,7 +566,7 @@ def _load_by_copy(traffic: Traffic, end: datetime, progress: Callable[[int], Non
     with transaction.atomic(), connection.cursor() as cursor:
         # Hash aggregates over millions of rows stay in memory instead of spilling to disk.
         cursor.execute("SET LOCAL work_mem = '256MB'")
-        cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {log_table}")  # noqa: S608
+        cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {log_table}")  # noqa: S608 (identifiers from _meta; values are parameters) # nosec B608
         after_id = cursor.fetchone()[0]
         rebuild = _drop_indexes_and_foreign_keys(cursor) if after_id == 0 else []
         linker = GroupLinker(cursor)
@@ -711,7 +711,7 @@ class GroupLinker:
         columns = ", ".join(_qn(column) for column in self._COLUMNS)
         placeholders = ", ".join(["(" + ", ".join(["%s"] * len(self._COLUMNS)) + ")"] * len(values))
         self.cursor.execute(
-            f"INSERT INTO {table} ({columns}) VALUES {placeholders} "  # noqa: S608 (identifiers from _meta)
+            f"INSERT INTO {table} ({columns}) VALUES {placeholders} "  # noqa: S608 (identifiers from _meta) # nosec B608
             "ON CONFLICT (fingerprint) DO UPDATE SET fingerprint = excluded.fingerprint "
             "RETURNING id, fingerprint",
             [value for row in values for value in row],
@@ -746,7 +746,7 @@ def count_groups(cursor: CursorWrapper, after_id: int) -> None:
             resolved_at = CASE WHEN {recurs} THEN NULL ELSE g.resolved_at END
         FROM counted c JOIN newest USING (id)
         WHERE g.id = c.id
-        """,  # noqa: S608 (identifiers from _meta; values are parameters)
+        """,  # noqa: S608 (identifiers from _meta; values are parameters) # nosec B608
         {"after": after_id},
     )
 
@@ -798,7 +798,7 @@ def _rollup(cursor: CursorWrapper, table: str, step: str, after_id: int, since: 
         WHERE id > %(after)s {window}
         GROUP BY 1, 2, 3
         ON CONFLICT (bucket, COALESCE(upstream_key_id, 0), model) DO UPDATE SET {adds}
-        """,  # noqa: S608 (identifiers from _meta and fixed SQL; values are parameters)
+        """,  # noqa: S608 (identifiers from _meta and fixed SQL; values are parameters) # nosec B608
         {"after": after_id, "since": since},
     )
 

@@ -252,7 +252,7 @@ def _insert_sql(table: str, columns: Sequence[str], rows: int, tail: str = "") -
     column_list = ", ".join(_qn(column) for column in columns)
     # Only quoted identifiers from _meta and fixed SQL are formatted in; every value is a parameter.
     values = ", ".join([placeholders] * rows)
-    return f"INSERT INTO {_qn(table)} ({column_list}) VALUES {values} {tail}"  # noqa: S608
+    return f"INSERT INTO {_qn(table)} ({column_list}) VALUES {values} {tail}"  # noqa: S608 (identifiers from _meta; values are parameters) # nosec B608
 
 
 def _chunks(rows: list, size: int = INSERT_CHUNK) -> Iterable[list]:
@@ -282,11 +282,11 @@ def _stored_ids_query(app_key_id: int, client_ids: list[str]) -> tuple[str, list
     """
     table = _qn(RequestLog._meta.db_table)
     if connection.vendor == "postgresql":
-        probe = f"SELECT 1 FROM {table} t WHERE t.app_key_id = %s AND t.client_id = v.client_id LIMIT 1"  # noqa: S608
-        sql = f"SELECT v.client_id FROM unnest(%s::text[]) AS v(client_id) CROSS JOIN LATERAL ({probe}) hit"  # noqa: S608
+        probe = f"SELECT 1 FROM {table} t WHERE t.app_key_id = %s AND t.client_id = v.client_id LIMIT 1"  # noqa: S608 (identifiers from _meta; values are parameters) # nosec B608
+        sql = f"SELECT v.client_id FROM unnest(%s::text[]) AS v(client_id) CROSS JOIN LATERAL ({probe}) hit"  # noqa: S608 (identifiers from _meta; values are parameters) # nosec B608
         return sql, [client_ids, app_key_id]
     placeholders = ", ".join(["%s"] * len(client_ids))
-    sql = f"SELECT client_id FROM {table} WHERE app_key_id = %s AND client_id IN ({placeholders})"  # noqa: S608
+    sql = f"SELECT client_id FROM {table} WHERE app_key_id = %s AND client_id IN ({placeholders})"  # noqa: S608 (identifiers from _meta; values are parameters) # nosec B608
     return sql, [app_key_id, *client_ids]
 
 
@@ -412,7 +412,7 @@ def _upsert_groups(cursor: CursorWrapper, errors: list[_Item]) -> dict[str, int]
         f"last_status = CASE WHEN {newer} THEN excluded.last_status ELSE {table}.last_status END, "
         f"state = CASE WHEN {recurs} THEN 'open' ELSE {table}.state END, "
         f"resolved_at = CASE WHEN {recurs} THEN NULL ELSE {table}.resolved_at END "
-        "RETURNING id, fingerprint"
+        "RETURNING id, fingerprint"  # identifiers from _meta, values are parameters # nosec B608
     )
     returned = _upsert(cursor, ErrorGroup._meta.db_table, _GROUP_COLUMNS, _group_rows(errors), tail)
     return {fingerprint: group_id for group_id, fingerprint in returned}
@@ -499,7 +499,8 @@ def _upsert_counters(cursor: CursorWrapper, table: str, buckets: dict[tuple, lis
     """Add the batch's counters to the rollup rows, creating rows that do not exist yet."""
     quoted = _qn(table)
     updates = ", ".join(f"{_qn(c)} = {quoted}.{_qn(c)} + excluded.{_qn(c)}" for c in COUNTER_COLUMNS)
-    tail = f"ON CONFLICT (bucket, COALESCE(upstream_key_id, 0), model) DO UPDATE SET {updates}"
+    conflict = "ON CONFLICT (bucket, COALESCE(upstream_key_id, 0), model)"
+    tail = f"{conflict} DO UPDATE SET {updates}"  # identifiers from _meta # nosec B608
     rows = [[bucket, key_id or None, model, *buckets[(bucket, key_id, model)]]
             for bucket, key_id, model in sorted(buckets)]
     _upsert(cursor, table, _ROLLUP_COLUMNS, rows, tail)
@@ -526,7 +527,7 @@ def _upsert_from_json(
     column_list = ", ".join(_qn(column) for column in columns)
     payload = json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=str)
     source = f"json_populate_recordset(NULL::{_qn(table)}, %s)"
-    sql = f"INSERT INTO {_qn(table)} ({column_list}) SELECT {column_list} FROM {source} {tail}"  # noqa: S608
+    sql = f"INSERT INTO {_qn(table)} ({column_list}) SELECT {column_list} FROM {source} {tail}"  # noqa: S608 (identifiers from _meta; values are parameters) # nosec B608
     cursor.execute(sql, [payload])
     return cursor.fetchall() if "RETURNING" in tail else []
 

@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from django import template
+from django.utils.html import format_html
 
 from together_dash.dashboard.palette import CATEGORY_COLORS, headroom_level
 from together_dash.dashboard.views.common import percent as _percent
@@ -16,6 +17,16 @@ register = template.Library()
 @register.filter
 def category_color(category: str) -> str:
     return CATEGORY_COLORS.get(category, "#6b7280")
+
+
+@register.simple_tag
+def category_swatch(category: str) -> str:
+    """A small square in the category's colour, drawn as SVG: a fill attribute needs no inline style (CSP)."""
+    return format_html(
+        '<svg class="swatch" viewBox="0 0 1 1" aria-hidden="true">'
+        '<rect width="1" height="1" fill="{}"/></svg>',
+        category_color(category),
+    )
 
 
 @register.filter

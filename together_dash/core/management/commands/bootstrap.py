@@ -15,7 +15,8 @@ from together_dash.core.roles import KEY_ADMIN_GROUP, VIEWER_GROUP
 from together_dash.core.schedule import sync_periodic_tasks
 from together_dash.keys.models import TogetherKey
 
-DEMO_UPSTREAM_SECRET = "sim-demo-upstream-key-0000"  # the simulator accepts any key; not a real secret
+# The simulator accepts any key; this is not a real secret.
+DEMO_UPSTREAM_SECRET = "sim-demo-upstream-key-0000"  # noqa: S105
 
 
 class Command(BaseCommand):
@@ -42,10 +43,13 @@ class Command(BaseCommand):
             if generated:
                 # Printed exactly once, when the login is created; it is not stored anywhere in clear.
                 self.stdout.write(self.style.WARNING(
-                    f"Created admin login: username {username!r} password {password!r} (shown once; change it in the admin)."
+                    f"Created admin login: username {username!r} password {password!r} "
+                    "(shown once; change it in the admin)."
                 ))
             else:
-                self.stdout.write(f"Created admin login {username!r} from DASH_ADMIN_USERNAME/DASH_ADMIN_PASSWORD.")
+                self.stdout.write(
+                    f"Created admin login {username!r} from DASH_ADMIN_USERNAME/DASH_ADMIN_PASSWORD."
+                )
         elif password and not user.check_password(password):
             user.set_password(password)
             user.save(update_fields=["password"])
