@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from ninja import Field, Router, Schema, Status
 
 from together_dash.tools.preflight import PreflightInputError, check
-from together_dash.traffic.api import READ_AUTH, Problem
+from together_dash.traffic.api import READ_AUTH, Problem, ValidationProblem, read_responses
 
 router = Router(tags=["tools"])
 
@@ -38,7 +38,13 @@ class PreflightOut(Schema):
     problems: list[str]
 
 
-@router.post("/preflight", auth=READ_AUTH, response={200: PreflightOut, 422: Problem}, summary="Preflight")
+@router.post(
+    "/preflight",
+    auth=READ_AUTH,
+    # 403: a session (not an ops token) posting without its CSRF token.
+    response=read_responses(s200=PreflightOut, s403=Problem, s422=Problem | ValidationProblem),
+    summary="Preflight",
+)
 def preflight(request: HttpRequest, body: PreflightIn) -> Status[dict[str, Any]]:
     """Does the model exist exactly in the catalog, and do prompt tokens + max_tokens fit its context?"""
     try:

@@ -103,6 +103,20 @@ class Problem(Schema):
     detail: str
 
 
+class ValidationProblem(Schema):
+    """A request that failed validation: one entry per problem, saying where (loc) and what (msg)."""
+
+    detail: list[dict[str, Any]]
+
+
+def read_responses(**responses: Any) -> dict[int, Any]:
+    """An endpoint's answers with the ones every read endpoint can give: 400 for a NUL byte in the URL
+    (core.middleware refuses it first), 401 without a usable ops token or viewer session, 422 when a
+    parameter does not validate."""
+    given = {int(code[1:]): schema for code, schema in responses.items()}
+    return {400: Problem, 401: Problem, 422: ValidationProblem, **given}
+
+
 class TogetherErrorBody(Schema):
     message: str
     type: str
@@ -305,7 +319,8 @@ class RequestPage(Schema):
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page.")
 
 
-@router.get("/requests", auth=READ_AUTH, response={200: RequestPage, 400: Problem}, summary="Request logs")
+@router.get("/requests", auth=READ_AUTH, response=read_responses(s200=RequestPage, s400=Problem),
+            summary="Request logs")
 def list_requests(
     request: HttpRequest,
     query: Query[RequestQuery],
@@ -322,7 +337,13 @@ def list_requests(
     return Status(200, {"start": span.start, "end": span.end, "items": items, "next_cursor": next_cursor})
 
 
-@router.get("/requests.csv", auth=READ_AUTH, response={400: Problem}, summary="Request logs as CSV")
+@router.get(
+    "/requests.csv", auth=READ_AUTH, response=read_responses(s400=Problem), summary="Request logs as CSV",
+    openapi_extra={"responses": {200: {
+        "description": "CSV with a header row, streamed.",
+        "content": {"text/csv": {"schema": {"type": "string"}}},
+    }}},
+)
 def export_requests(
     request: HttpRequest, query: Query[RequestQuery]
 ) -> StreamingHttpResponse | Status[dict[str, str]]:
@@ -371,7 +392,7 @@ class ErrorGroupPage(Schema):
     total: int
 
 
-@router.get("/errors", auth=READ_AUTH, response=ErrorGroupPage, summary="Error groups")
+@router.get("/errors", auth=READ_AUTH, response=read_responses(s200=ErrorGroupPage), summary="Error groups")
 def list_errors(
     request: HttpRequest,
     query: Query[ErrorGroupQuery],
@@ -438,7 +459,8 @@ class UsageOut(Schema):
     series: list[UsagePointOut]
 
 
-@router.get("/usage", auth=READ_AUTH, response={200: UsageOut, 400: Problem}, summary="Usage over time")
+@router.get("/usage", auth=READ_AUTH, response=read_responses(s200=UsageOut, s400=Problem),
+            summary="Usage over time")
 def get_usage(request: HttpRequest, query: Query[UsageQuery]) -> Status[dict[str, Any]]:
     """Requests, errors per category, tokens, cost and latency per bucket, from the rollups."""
     end = query.end or timezone.now()
