@@ -152,6 +152,7 @@ class Dashboard(_Process):
     """The ASGI server (dashboard + proxy) under uvicorn as in the Procfile, on a fresh database."""
 
     def __init__(self, upstream: str, env: dict[str, str] | None = None, workers: int = 1) -> None:
+        self.workers = workers
         self.var_dir = tempfile.mkdtemp(prefix="together-dash-bench-")
         self.env = {
             **os.environ,

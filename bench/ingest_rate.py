@@ -246,7 +246,7 @@ def through_http(
         for thread in threads:
             thread.join()
 
-    rate = timed("http ingest", len(bodies) * per_body, run, None)
+    rate = timed(f"http x{dashboard.workers}", len(bodies) * per_body, run, None)
     if failures:
         raise SystemExit(f"{len(failures)} ingest requests failed: {failures[:5]}")
     return rate
