@@ -308,6 +308,17 @@ def test_an_unreachable_upstream_is_a_502_in_togethers_shape_logged_as_a_network
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert error["code"] == "upstream_connect_error"
+    assert error["message"].startswith("The proxy could not connect to Together.")
+    assert (log.status_code, log.category, log.kind) == (502, "network", "connection_error")
+
+
+def test_an_upstream_that_resets_the_connection_is_a_502_saying_so(proxy: RunningProxy, app_key: str) -> None:
+    response = httpx.post(f"{proxy.base_url}/chat/completions", json=CHAT_BODY,
+                          headers={"Authorization": f"Bearer {app_key}", "X-Simulate": "reset"})
+    log = only_log(proxy)
+
+    assert response.status_code == 502
+    assert response.json()["error"]["message"].startswith("Together closed the connection before answering.")
     assert (log.status_code, log.category, log.kind) == (502, "network", "connection_error")
 
 

@@ -191,7 +191,11 @@ class Exchange:
             await self._upstream_failed(504, exc, "Together did not answer in time.", "upstream_timeout")
             return
         except httpx.TransportError as exc:
-            message = "The proxy could not reach Together."
+            # Not reached at all, or reached and then cut off before a response: the fixes differ.
+            if isinstance(exc, httpx.ConnectError):
+                message = "The proxy could not connect to Together."
+            else:
+                message = "Together closed the connection before answering."
             await self._upstream_failed(502, exc, message, "upstream_connect_error")
             return
         metrics.UPSTREAM_LATENCY.observe(time.perf_counter() - sent_at)
