@@ -75,10 +75,14 @@ test: deps $(VENV)/.stamp-dev /usr/bin/chromium collectstatic .venv-sdk1/.stamp
 # SMTP, so it runs on its own against the machine's PostgreSQL and Redis (override the URLs to move it).
 FAULTS_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 FAULTS_REDIS_URL ?= redis://127.0.0.1:6379
+# Right after these restarts a new connection from the test process to PostgreSQL now and then stalls
+# past its timeout (seen on a busy 2-core machine, not understood yet): such a test, and only such a one,
+# is run once more. Any other failure fails the suite at once.
+FAULTS_RERUN ?= --reruns 1 --reruns-delay 5 --only-rerun ConnectionTimeout --only-rerun "does not accept connections"
 test-faults: deps $(VENV)/.stamp-dev
 	TOGETHER_DASH_VAR_DIR=$$(mktemp -d) DATABASE_URL=$(FAULTS_DATABASE_URL) \
 	  CELERY_BROKER_URL=$(FAULTS_REDIS_URL)/0 CACHE_URL=$(FAULTS_REDIS_URL)/1 \
-	  $(BIN)/pytest -m faults tests/faults $(PYTEST_ARGS)
+	  $(BIN)/pytest -m faults tests/faults $(FAULTS_RERUN) $(PYTEST_ARGS)
 
 bench: deps $(VENV)/.stamp-dev .venv-litellm/.stamp
 	$(PY) bench/run_all.py

@@ -49,9 +49,18 @@ class Postgres:
         credentials = f"{self.user}:{self.password}@" if self.password else f"{self.user}@"
         return f"postgres://{credentials}{self.host}:{self.port}/{name}"
 
-    def connect(self, name: str = "postgres") -> psycopg.Connection:
-        return psycopg.connect(host=self.host, port=self.port, user=self.user, password=self.password or None,
-                               dbname=name, autocommit=True, connect_timeout=3)
+    def connect(self, name: str = "postgres", attempts: int = 3) -> psycopg.Connection:
+        """A connection, tried again when one attempt stalls: a busy machine (a checkpoint, the suite
+        before this one tearing its databases down) can hold a new connection past its timeout."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return psycopg.connect(host=self.host, port=self.port, user=self.user,
+                                       password=self.password or None, dbname=name, autocommit=True,
+                                       connect_timeout=5)
+            except psycopg.errors.ConnectionTimeout:
+                if attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
 
     def accepts_connections(self) -> bool:
         try:
