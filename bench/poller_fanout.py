@@ -98,8 +98,9 @@ def set_up_django(var_dir: str, database_url: str, base_url: str) -> None:
 
 def create_work(keys: int, jobs: int, base_url: str) -> None:
     """The upstream keys, and some running fine-tunes every key sees."""
+    from together_dash.demo.jobs import start_fine_tune
     from together_dash.keys.models import TogetherKey
-    from together_dash.pollers.testing import new_secret, start_fine_tune
+    from together_dash.pollers.testing import new_secret
     from together_dash.together.client import TogetherClient
 
     secrets = [new_secret() for _ in range(keys)]

@@ -14,6 +14,6 @@ from together_dash.traffic.api import router as traffic_router  # noqa: E402
 
 api.add_router("/", traffic_router)
 
-from together_dash.tools.api import router as tools_router  # noqa: E402
+from together_dash.diagnostics.api import router as diagnostics_router  # noqa: E402
 
-api.add_router("/", tools_router)
+api.add_router("/", diagnostics_router)

@@ -9,8 +9,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "together_dash.settings")
 
 django_application = get_asgi_application()  # sets Django up, so the proxy can import models below
 
-from together_dash.traffic.proxy.app import Proxy  # noqa: E402
-from together_dash.traffic.proxy.dispatch import Dispatcher  # noqa: E402
+from together_dash.proxy.app import Proxy  # noqa: E402
+from together_dash.proxy.dispatch import Dispatcher  # noqa: E402
 
 proxy = Proxy()
 application = Dispatcher(django_application, proxy)

@@ -68,10 +68,13 @@ INSTALLED_APPS = [
     "together_dash.simulator",
     "together_dash.keys",
     "together_dash.traffic",
+    "together_dash.proxy",
     "together_dash.catalog",
     "together_dash.jobs",
     "together_dash.pollers",
-    "together_dash.tools",
+    "together_dash.datasets",
+    "together_dash.diagnostics",
+    "together_dash.demo",
     "together_dash.dashboard",
     "together_dash.alerts",
 ]
@@ -178,7 +181,7 @@ ROLLUP_MINUTE_RETENTION_DAYS = env.int("ROLLUP_MINUTE_RETENTION_DAYS", default=3
 INGEST_MAX_BYTES = env.int("INGEST_MAX_BYTES", default=5 * 1024 * 1024)
 INGEST_MAX_RECORDS = env.int("INGEST_MAX_RECORDS", default=10_000)
 
-# The proxy at /v1/ (together_dash/traffic/proxy). App keys are checked against a per-process cache,
+# The proxy at /v1/ (together_dash/proxy). App keys are checked against a per-process cache,
 # so a revoked or expired app key stops working within PROXY_KEY_CACHE_SECONDS.
 # PROXY_PASSTHROUGH: clients may send their own Together key, attributed by its fingerprint.
 # Request logs wait in a bounded in-memory buffer and are written in batches; when the database is

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
+from django.views.decorators.http import require_GET
+from django.views.generic import RedirectView
 
 from together_dash.api import api
 from together_dash.core import views as core_views
@@ -18,6 +20,11 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", api.urls),
     path("keys/", include("together_dash.keys.urls")),
-    path("tools/", include("together_dash.tools.urls")),
+    path("datasets/", include("together_dash.datasets.urls")),
+    path("diagnostics/", include("together_dash.diagnostics.urls")),
+    # The pages lived under /tools/ before datasets and diagnostics became apps of their own: old
+    # bookmarks still land on them.
+    re_path(r"^tools/datasets/(?P<rest>.*)$", require_GET(RedirectView.as_view(url="/datasets/%(rest)s"))),
+    re_path(r"^tools/preflight/$", require_GET(RedirectView.as_view(url="/diagnostics/preflight/"))),
     path("alerts/", include("together_dash.alerts.urls")),
 ]

@@ -9,9 +9,9 @@ from tests.alerts.conftest import Inbox
 from together_dash.alerts.delivery import deliver_pending
 from together_dash.keys.models import TogetherKey
 from together_dash.keys.services import create_app_key
+from together_dash.proxy.app import record_to_database
+from together_dash.proxy.testing import running_proxy
 from together_dash.simulator.testing import RunningSimulator
-from together_dash.traffic.proxy.app import record_to_database
-from together_dash.traffic.proxy.testing import running_proxy
 
 MODEL = "meta-llama/Llama-3.3-70B-Instruct-Turbo"
 

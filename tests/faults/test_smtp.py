@@ -28,9 +28,9 @@ from together_dash.keys.models import TogetherKey
 from together_dash.keys.services import create_app_key
 from together_dash.pollers import tasks
 from together_dash.pollers.models import PollerHeartbeat
+from together_dash.proxy.testing import running_proxy
 from together_dash.simulator import catalog
 from together_dash.simulator.testing import RunningSimulator
-from together_dash.traffic.proxy.testing import running_proxy
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_connections")]
 

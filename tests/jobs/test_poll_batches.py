@@ -12,6 +12,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from together_dash.demo.jobs import batch_lines, start_batch
 from together_dash.jobs.batches import (
     batch_remainder,
     files_to_read,
@@ -20,7 +21,7 @@ from together_dash.jobs.batches import (
     remainder_name,
 )
 from together_dash.jobs.models import BatchJob
-from together_dash.pollers.testing import add_key, batch_lines, start_batch
+from together_dash.pollers.testing import add_key
 from together_dash.simulator.testing import RunningSimulator
 from together_dash.together.client import TogetherClient
 

@@ -9,9 +9,10 @@ import pytest
 import time_machine
 from django.utils import timezone
 
+from together_dash.demo.jobs import FINETUNE_MODEL, start_fine_tune
 from together_dash.jobs.fine_tunes import poll_fine_tunes, save_events
 from together_dash.jobs.models import FineTuneEvent, FineTuneJob
-from together_dash.pollers.testing import FINETUNE_MODEL, add_key, start_fine_tune
+from together_dash.pollers.testing import add_key
 from together_dash.simulator.finetunes import FAILURE_MESSAGES
 from together_dash.simulator.testing import RunningSimulator
 from together_dash.together.client import TogetherClient

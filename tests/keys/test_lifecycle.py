@@ -23,7 +23,7 @@ from together_dash.keys.cache import KEY_CACHE_VERSION, bump_key_cache_version, 
 from together_dash.keys.lifecycle import KeyActionError
 from together_dash.keys.models import AppKey, AuditLog, TogetherKey
 from together_dash.pollers.models import PollerHeartbeat
-from together_dash.traffic.proxy.app import Proxy, ProxyConfig
+from together_dash.proxy.app import Proxy, ProxyConfig
 
 from .conftest import Together, new_secret
 
@@ -339,7 +339,7 @@ def test_reencryption_changes_the_ciphertext_but_not_the_secret(
 
 # ---- the proxy while keys change (uvicorn on loopback, the simulator upstream) -------------------------
 
-# The proxy polls the key-state version every 0.25 s (traffic/proxy/auth.py); a switch within this
+# The proxy polls the key-state version every 0.25 s (proxy/auth.py); a switch within this
 # much (slack for a busy machine) counts as "at once". Its key cache lives 60 s here, so only the
 # version can explain a switch.
 SWITCH_SECONDS = 1.0

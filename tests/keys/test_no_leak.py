@@ -24,8 +24,8 @@ from django.urls import URLResolver, get_resolver, reverse
 from django.urls.resolvers import RoutePattern
 
 from together_dash.keys.models import ApiToken, AppKey, TogetherKey
+from together_dash.proxy.app import Proxy
 from together_dash.traffic.models import RequestLog
-from together_dash.traffic.proxy.app import Proxy
 
 from .conftest import Together, new_secret
 

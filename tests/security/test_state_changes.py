@@ -23,11 +23,11 @@ from django.test import Client
 from django.urls import reverse
 
 from together_dash.alerts.models import AlertRule, Mute
+from together_dash.datasets.models import DatasetValidation
 from together_dash.keys import lifecycle
 from together_dash.keys.audit import Actor
 from together_dash.keys.models import ApiToken, AppKey, TogetherKey
 from together_dash.simulator.testing import RunningSimulator
-from together_dash.tools.models import DatasetValidation
 from together_dash.traffic.models import RequestLog
 
 from .urlconf import crawl
@@ -68,7 +68,7 @@ class Action:
 
 def _upload(world: World) -> Request:
     dataset = SimpleUploadedFile("train.jsonl", b'{"text": "hello"}\n', content_type="application/jsonl")
-    return Request(reverse("tools-dataset-list"), {"file": dataset, "purpose": "fine-tune"})
+    return Request(reverse("datasets-list"), {"file": dataset, "purpose": "fine-tune"})
 
 
 def _unmute(world: World) -> Request:
@@ -103,17 +103,21 @@ ACTIONS: dict[str, Action] = {
     ),
     # The bundle calls Together and holds redacted account data: key admins only, and POST so no link
     # or prefetch triggers it.
-    "tools/debug-bundle/": Action(KEY_ADMIN, False, lambda w: Request(reverse("tools-debug-bundle")), (200,)),
+    "diagnostics/debug-bundle/": Action(
+        KEY_ADMIN, False, lambda w: Request(reverse("diagnostics-debug-bundle")), (200,)
+    ),
     # Each user mutes a rule for themselves only.
     "alerts/rules/<int:rule_id>/mute": Action(
         VIEWER, True, lambda w: Request(reverse("alerts-mute", args=[w.rule.pk]))
     ),
     "alerts/rules/<int:rule_id>/unmute": Action(VIEWER, True, _unmute),
-    "tools/datasets/": Action(VIEWER, True, _upload),
+    "datasets/": Action(VIEWER, True, _upload),
     # Preflight answers a question (POST for the size of a prompt); it stores nothing.
-    "tools/preflight/": Action(
+    "diagnostics/preflight/": Action(
         VIEWER, False,
-        lambda w: Request(reverse("tools-preflight"), {"model": LLAMA, "max_tokens": "5", "prompt": "hi"}),
+        lambda w: Request(
+            reverse("diagnostics-preflight"), {"model": LLAMA, "max_tokens": "5", "prompt": "hi"}
+        ),
         (200,),
     ),
     "api/preflight": Action(

@@ -18,8 +18,8 @@ from django.http import HttpResponse
 from django.test import Client
 from django.urls import reverse
 
-from together_dash.traffic.proxy.app import Proxy
-from together_dash.traffic.proxy.dispatch import Dispatcher
+from together_dash.proxy.app import Proxy
+from together_dash.proxy.dispatch import Dispatcher
 
 from .urlconf import Route, crawl
 
@@ -40,6 +40,8 @@ PUBLIC_ROUTES = {
     "api/openapi.json": "the API's schema (no data); clients and the fuzz tests read it without a session",
     "api/docs": "Swagger UI for the schema above",
     "api/": "django-ninja's root: 404 for every path it does not route",
+    "^tools/datasets/(?P<rest>.*)$": "a redirect from the old address; the page it names checks the login",
+    "^tools/preflight/$": "a redirect from the old address; the page it names checks the login",
 }
 DATA_ROUTES = (
     "dashboard/charts/categories.json",
@@ -82,11 +84,11 @@ PAGE_ROUTES = (
     "keys/app/<int:key_id>/rotate",
     "keys/app/<int:key_id>/revoke/confirm/",
     "keys/app/<int:key_id>/revoke",
-    "tools/datasets/",
-    "tools/datasets/<int:validation_id>/",
-    "tools/datasets/<int:validation_id>/progress.json",  # polled by the page itself: a login redirect is fine
-    "tools/preflight/",
-    "tools/debug-bundle/",
+    "datasets/",
+    "datasets/<int:validation_id>/",
+    "datasets/<int:validation_id>/progress.json",  # polled by the page itself: a login redirect is fine
+    "diagnostics/preflight/",
+    "diagnostics/debug-bundle/",
     "alerts/",
     "alerts/rules/<int:rule_id>/mute",
     "alerts/rules/<int:rule_id>/unmute",

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Firing = dict[str, tuple[str, dict[str, Any]]]
-DROPPED_CACHE_KEY = "proxy:logs_dropped"  # written by the proxy (traffic/proxy/app.py)
+DROPPED_CACHE_KEY = "proxy:logs_dropped"  # written by the proxy (proxy/app.py)
 MIN_REQUESTS_FOR_RATE = 20
 # A 402 storm already has its one billing email; an error-rate email about it would be a second.
 OWN_ALERT = {"billing"}

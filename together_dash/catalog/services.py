@@ -9,6 +9,8 @@ import difflib
 import re
 from collections.abc import Iterable
 
+from django.db import DatabaseError, transaction
+
 from together_dash.catalog.models import ModelInfo
 
 _LEADING_LETTERS = re.compile(r"[a-z]+")
@@ -91,3 +93,26 @@ def _similarity(query: str, candidate: str) -> float:
     whole = difflib.SequenceMatcher(None, query, candidate).ratio()
     name = difflib.SequenceMatcher(None, query.rsplit("/", 1)[-1], candidate.rsplit("/", 1)[-1]).ratio()
     return max(whole, name)
+
+
+def context_length_for(model_id: str) -> int | None:
+    """The model's context length from the catalog; None when the catalog does not know it."""
+    if not model_id:
+        return None
+    try:
+        with transaction.atomic():  # a savepoint, so a missing table does not break the caller's transaction
+            rows = ModelInfo.objects.filter(model_id=model_id).values_list("context_length", flat=True)
+            return rows.first()
+    except DatabaseError:  # the catalog's table is not migrated yet
+        return None
+
+
+def known_model_ids() -> list[str]:
+    """Model ids the catalog knows a context length for, for the upload form's suggestions."""
+    try:
+        with transaction.atomic():
+            return list(
+                ModelInfo.objects.exclude(context_length=None).values_list("model_id", flat=True)[:500]
+            )
+    except DatabaseError:
+        return []

@@ -30,6 +30,7 @@ from together_dash.dashboard.ranges import Range
 from together_dash.jobs.models import BatchJob, FineTuneEvent, FineTuneJob
 from together_dash.keys.models import TogetherKey
 from together_dash.pollers.models import PollerHeartbeat, RateLimitSnapshot
+from together_dash.proxy.app import DROPPED_CACHE_KEY
 from together_dash.together.types import FineTuneStatus
 from together_dash.traffic import listing
 from together_dash.traffic.models import (
@@ -40,7 +41,6 @@ from together_dash.traffic.models import (
     UsageMinute,
     UsageRollup,
 )
-from together_dash.traffic.proxy.app import DROPPED_CACHE_KEY
 
 MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)

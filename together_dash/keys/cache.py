@@ -4,7 +4,7 @@ Every rotate, revoke or edit of a key bumps it after the transaction commits. A 
 number with the one it saw when it filled its cache and refills when it moved (compare for inequality:
 an evicted counter starts again at 1). The number lives in Django's cache: per process with the default
 locmem cache (enough for `make run`, where the dashboard and the proxy share one process), shared by
-every process when CACHE_URL points at Redis. The proxy's key cache polls it (traffic/proxy/auth.py).
+every process when CACHE_URL points at Redis. The proxy's key cache polls it (proxy/auth.py).
 """
 from __future__ import annotations
 

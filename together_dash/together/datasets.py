@@ -2,7 +2,7 @@
 
 The rules are those of ``check_file`` in the together 1.5.x SDK (together/utils/files.py and
 together/constants.py at 1.5.34), the last client check that validates every line's format: a file is
-ok here exactly when that check passes it (tests/tools/test_dataset_sdk_agreement.py holds us to it).
+ok here exactly when that check passes it (tests/datasets/test_dataset_sdk_agreement.py holds us to it).
 Where the SDK stops at the first problem, this reads the whole file and lists each problem with its
 line number.
 
