@@ -162,7 +162,7 @@ def poll_round() -> dict[str, float]:
     """The three polls, as three tasks would run them: seconds each and in total."""
     from together_dash.catalog.polling import poll_models
     from together_dash.jobs.fine_tunes import poll_fine_tunes
-    from together_dash.pollers.rate_limits import poll_rate_limits
+    from together_dash.keys.rate_limits import poll_rate_limits
 
     timings: dict[str, float] = {}
     for poll in (poll_models, poll_rate_limits, poll_fine_tunes):

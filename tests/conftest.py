@@ -31,6 +31,16 @@ def fresh_simulator(simulator: RunningSimulator) -> RunningSimulator:
     return simulator
 
 
+@pytest.fixture
+def polled_simulator(fresh_simulator: RunningSimulator, settings: object) -> RunningSimulator:
+    """The fresh simulator as the pollers' upstream: TOGETHER_BASE_URL points at it, prices re-read."""
+    from together_dash.catalog.pricing import invalidate_prices
+
+    settings.TOGETHER_BASE_URL = fresh_simulator.base_url
+    invalidate_prices()
+    return fresh_simulator
+
+
 @pytest.fixture(autouse=True)
 def _empty_cache() -> Iterator[None]:
     """Each test starts with an empty cache: with CACHE_URL on Redis (CI) entries outlive a test."""

@@ -10,9 +10,9 @@ from django.core.management import CommandError, call_command
 from tests.alerts.conftest import Inbox, SmtpServer
 from together_dash.alerts.evaluation import fire_billing
 from together_dash.alerts.models import Notification
-from together_dash.core.schedule import BY_NAME
 from together_dash.keys.models import TogetherKey
 from together_dash.pollers.models import PollerHeartbeat
+from together_dash.pollers.schedule import BY_NAME
 
 pytestmark = pytest.mark.django_db
 

@@ -16,8 +16,8 @@ from together_dash.alerts.kinds import Kind
 from together_dash.alerts.models import Alert, AlertRule
 from together_dash.catalog.models import ModelInfo
 from together_dash.jobs.models import BatchJob, FineTuneJob
-from together_dash.keys.models import TogetherKey
-from together_dash.pollers.models import PollerHeartbeat, RateLimitSnapshot
+from together_dash.keys.models import RateLimitSnapshot, TogetherKey
+from together_dash.pollers.models import PollerHeartbeat
 from together_dash.traffic.recording import record_entries
 
 pytestmark = pytest.mark.django_db

@@ -16,8 +16,7 @@ from together_dash.catalog.models import ModelInfo
 from together_dash.catalog.pricing import invalidate_prices
 from together_dash.core.roles import KEY_ADMIN_GROUP, VIEWER_GROUP
 from together_dash.jobs.models import FineTuneJob
-from together_dash.keys.models import TogetherKey
-from together_dash.pollers.models import RateLimitSnapshot
+from together_dash.keys.models import RateLimitSnapshot, TogetherKey
 from together_dash.traffic.entries import LogEntry
 from together_dash.traffic.recording import record_entries
 

@@ -8,10 +8,10 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
+from together_dash.demo.management.commands.demo_traffic import DEMO_KEY_NAME, pick_request
 from together_dash.keys.models import AppKey, TogetherKey
 from together_dash.proxy.testing import running_proxy
 from together_dash.simulator.testing import RunningSimulator
-from together_dash.demo.management.commands.demo_traffic import DEMO_KEY_NAME, pick_request
 from together_dash.traffic.models import RequestLog
 
 

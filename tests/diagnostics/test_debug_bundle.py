@@ -20,9 +20,9 @@ from together_dash.catalog.polling import poll_models
 from together_dash.core.roles import KEY_ADMIN_GROUP, VIEWER_GROUP
 from together_dash.diagnostics.bundle import Scrubber
 from together_dash.keys import crypto
+from together_dash.keys.health import check_keys
 from together_dash.keys.models import AppKey, TogetherKey
-from together_dash.pollers.key_health import check_keys
-from together_dash.pollers.rate_limits import poll_rate_limits
+from together_dash.keys.rate_limits import poll_rate_limits
 from together_dash.pollers.testing import new_secret
 from together_dash.simulator.testing import RunningSimulator
 from together_dash.traffic.models import ErrorGroup, RequestLog

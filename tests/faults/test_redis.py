@@ -21,9 +21,10 @@ from tests.faults._services import restart_redis
 from together_dash.alerts.evaluation import DROPPED_CACHE_KEY
 from together_dash.alerts.kinds import Kind
 from together_dash.alerts.models import Alert, AlertRule
+from together_dash.catalog import tasks as catalog_tasks
 from together_dash.catalog.models import ModelInfo
-from together_dash.pollers import tasks
-from together_dash.pollers.models import PollerHeartbeat, RateLimitSnapshot
+from together_dash.keys.models import RateLimitSnapshot
+from together_dash.pollers.models import PollerHeartbeat
 from together_dash.pollers.testing import add_key
 from together_dash.simulator import catalog
 from together_dash.simulator.testing import RunningSimulator
@@ -36,7 +37,7 @@ RUNS_BEFORE, RUNS_AFTER = 2, 3
 POLL = "poll_rate_limits"
 PERIODIC = {
     # One probe snapshot per run with one key: the snapshots are the list of runs and their times.
-    "poll_rate_limits": "together_dash.pollers.tasks.poll_rate_limits",
+    "poll_rate_limits": "together_dash.keys.tasks.poll_rate_limits",
     # Reads the proxy's dropped-logs counter from the cache, which the restart empties.
     "evaluate_alerts": "together_dash.alerts.tasks.evaluate_alerts",
 }
@@ -62,7 +63,7 @@ def test_after_a_redis_restart_tasks_run_and_beat_schedules_each_due_run_once(
         restarted_at = timezone.now()
         assert cache.get(DROPPED_CACHE_KEY) is None  # the restart really emptied the cache
 
-        tasks.poll_models.apply_async(queue=queue)
+        catalog_tasks.poll_models.apply_async(queue=queue)
         worker.wait(lambda: ModelInfo.objects.count() == len(catalog.MODELS), "a task sent then did not run")
         worker.wait(
             lambda: len([run for run in _runs() if run > restarted_at]) >= RUNS_AFTER,

@@ -23,10 +23,10 @@ from together_dash.alerts.delivery import REDELIVERY_TASK, DeliveryError, delive
 from together_dash.alerts.evaluation import fire_billing
 from together_dash.alerts.models import AlertRule, Notification
 from together_dash.alerts.tasks import redeliver_pending
+from together_dash.catalog import tasks as catalog_tasks
 from together_dash.catalog.models import ModelInfo
 from together_dash.keys.models import TogetherKey
 from together_dash.keys.services import create_app_key
-from together_dash.pollers import tasks
 from together_dash.pollers.models import PollerHeartbeat
 from together_dash.proxy.testing import running_proxy
 from together_dash.simulator import catalog
@@ -145,7 +145,7 @@ def test_a_hung_smtp_server_never_holds_up_the_proxy_and_costs_a_worker_only_its
                 "the worker did not give up on the hung server",
                 seconds=3 * WORKER_EMAIL_TIMEOUT,
             )
-            tasks.poll_models.apply_async(queue=DEFAULT_QUEUE)
+            catalog_tasks.poll_models.apply_async(queue=DEFAULT_QUEUE)
             worker.wait(
                 lambda: ModelInfo.objects.count() == len(catalog.MODELS),
                 "the next task waited on the hung SMTP server",

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from django.utils.module_loading import import_string
 
 from tests.alerts.conftest import BILLING_OWNER
 from tests.faults._celery import TEST_VISIBILITY_TIMEOUT, Worker, new_queue, redis_broker
@@ -25,10 +26,11 @@ from together_dash.alerts.delivery import deliver_pending
 from together_dash.alerts.evaluation import fire_billing
 from together_dash.alerts.models import AlertRule, Notification
 from together_dash.alerts.tasks import deliver_notification
+from together_dash.catalog import tasks as catalog_tasks
 from together_dash.catalog.models import ModelChange, ModelInfo
-from together_dash.keys.models import TogetherKey
-from together_dash.pollers import tasks
-from together_dash.pollers.models import PollerHeartbeat, PollerKeyState, RateLimitSnapshot
+from together_dash.keys.models import RateLimitSnapshot, TogetherKey
+from together_dash.pollers.models import PollerHeartbeat, PollerKeyState
+from together_dash.pollers.schedule import BY_NAME
 from together_dash.pollers.testing import add_key
 from together_dash.simulator import catalog
 from together_dash.simulator.testing import RunningSimulator
@@ -62,7 +64,7 @@ def test_a_poll_killed_mid_call_completes_once_on_another_worker(
     fresh_simulator.set_scenario(latency_ms=HANGING_UPSTREAM_MS)
     try:
         worker_a.start()
-        task_id = getattr(tasks, poller).apply_async(queue=queue).id
+        task_id = import_string(BY_NAME[poller].task).apply_async(queue=queue).id
         worker_a.wait(lambda: _lease_holder(poller) == task_id, "worker A did not start the poll")
         time.sleep(1)  # past the claim and into the key's GET /models, which hangs
         worker_a.kill()
@@ -178,7 +180,7 @@ def test_a_poll_whose_pool_process_is_killed_is_run_again_at_once_by_the_same_wo
     })  # fmt: skip
     fresh_simulator.set_scenario(latency_ms=HANGING_UPSTREAM_MS)
     with worker:
-        task_id = tasks.poll_models.apply_async(queue=queue).id
+        task_id = catalog_tasks.poll_models.apply_async(queue=queue).id
         worker.wait(lambda: _lease_holder("poll_models") == task_id, "the worker did not start the poll")
         time.sleep(1)  # inside the key's GET /models, which hangs
         fresh_simulator.set_scenario(latency_ms=0)

@@ -16,12 +16,12 @@ from django.core.cache import cache
 from django.test import override_settings
 from django.utils import timezone
 
-from together_dash.core import schedule
 from together_dash.keys import crypto, lifecycle, tasks
 from together_dash.keys.audit import Actor
 from together_dash.keys.cache import KEY_CACHE_VERSION, bump_key_cache_version, key_cache_version
 from together_dash.keys.lifecycle import KeyActionError
 from together_dash.keys.models import AppKey, AuditLog, TogetherKey
+from together_dash.pollers import schedule
 from together_dash.pollers.models import PollerHeartbeat
 from together_dash.proxy.app import Proxy, ProxyConfig
 

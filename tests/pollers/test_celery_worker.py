@@ -22,8 +22,8 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from together_dash.catalog import tasks as catalog_tasks
 from together_dash.catalog.models import ModelInfo
-from together_dash.pollers import tasks
 from together_dash.pollers.models import PollerHeartbeat
 from together_dash.pollers.testing import add_key
 from together_dash.simulator import catalog
@@ -147,7 +147,7 @@ def test_a_poll_runs_end_to_end_through_a_real_celery_worker(
 ) -> None:
     add_key("main")
     with CeleryWorker(WorkerDatabase(tmp_path), together.base_url, tmp_path / "worker.log") as worker:
-        tasks.poll_models.apply_async(queue=worker.queue)
+        catalog_tasks.poll_models.apply_async(queue=worker.queue)
         worker.wait_for(_catalog_polled)
     heartbeat = PollerHeartbeat.objects.get(name="poll_models")
     assert heartbeat.last_report["ok"] == 1

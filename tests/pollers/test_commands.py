@@ -10,8 +10,8 @@ from django.core.management import call_command
 from together_dash.catalog.models import ModelInfo
 from together_dash.demo.jobs import batch_lines, start_batch, start_fine_tune
 from together_dash.jobs.models import BatchJob, FineTuneJob
-from together_dash.keys.models import TogetherKey
-from together_dash.pollers.models import PollerHeartbeat, RateLimitSnapshot
+from together_dash.keys.models import RateLimitSnapshot, TogetherKey
+from together_dash.pollers.models import PollerHeartbeat
 from together_dash.pollers.testing import add_key
 from together_dash.simulator.testing import RunningSimulator
 from together_dash.together.client import TogetherClient

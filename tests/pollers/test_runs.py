@@ -11,10 +11,10 @@ from django_celery_beat.models import PeriodicTask
 
 from together_dash.catalog.models import ModelInfo
 from together_dash.catalog.polling import poll_models
-from together_dash.core.schedule import sync_periodic_tasks
 from together_dash.keys.models import TogetherKey
 from together_dash.pollers.models import RUN_LEASE, PollerHeartbeat, PollerKeyState
 from together_dash.pollers.runs import PollReport, run_poller, stale_pollers
+from together_dash.pollers.schedule import sync_periodic_tasks
 from together_dash.pollers.testing import add_key, fault_for_key
 from together_dash.simulator import catalog
 from together_dash.simulator.testing import RunningSimulator

@@ -11,8 +11,8 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from django_celery_beat.schedulers import ModelEntry
 
 from together_dash.celery import app
-from together_dash.core.schedule import PERIODIC_TASKS, interval_for, sync_periodic_tasks
 from together_dash.pollers.models import PollerHeartbeat
+from together_dash.pollers.schedule import PERIODIC_TASKS, interval_for, sync_periodic_tasks
 
 pytestmark = pytest.mark.django_db
 
@@ -57,6 +57,18 @@ def test_an_interval_ops_edited_is_never_put_back() -> None:
     assert PeriodicTask.objects.get(name="poll_models").interval == ten_minutes
     # Heartbeats judge staleness by the interval beat really uses.
     assert interval_for("poll_models") == 600
+
+
+def test_a_row_naming_a_task_that_moved_is_pointed_at_its_new_path() -> None:
+    sync_periodic_tasks()
+    ten_minutes = IntervalSchedule.objects.create(every=10, period=IntervalSchedule.MINUTES)
+    # Before the pollers lived with their data, every poll task was in together_dash.pollers.tasks.
+    PeriodicTask.objects.filter(name="poll_models").update(
+        task="together_dash.pollers.tasks.poll_models", interval=ten_minutes
+    )
+    assert sync_periodic_tasks() == []
+    row = PeriodicTask.objects.get(name="poll_models")
+    assert (row.task, row.interval) == ("together_dash.catalog.tasks.poll_models", ten_minutes)
 
 
 def test_a_new_task_is_due_as_soon_as_beat_starts() -> None:

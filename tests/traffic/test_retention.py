@@ -8,7 +8,7 @@ import time_machine
 from django.core.management import call_command
 from django.test import override_settings
 
-from together_dash.core import schedule
+from together_dash.pollers import schedule
 from together_dash.pollers.models import PollerHeartbeat
 from together_dash.traffic import retention, tasks
 from together_dash.traffic.entries import LogEntry

@@ -130,7 +130,7 @@ def deliver_pending(limit: int = 200) -> int:
     return sent
 
 
-REDELIVERY_TASK = "redeliver_alerts"  # its name in core/schedule.py, also its heartbeat's
+REDELIVERY_TASK = "redeliver_alerts"  # its name in pollers/schedule.py, also its heartbeat's
 
 
 def scheduled_redelivery(token: str | None = None) -> int:

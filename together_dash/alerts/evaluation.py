@@ -31,7 +31,7 @@ MIN_REQUESTS_FOR_RATE = 20
 # A 402 storm already has its one billing email; an error-rate email about it would be a second.
 OWN_ALERT = {"billing"}
 BACKSTOP_WINDOW = timedelta(minutes=10)
-EVALUATION_TASK = "evaluate_alerts"  # its name in core/schedule.py, also its heartbeat's
+EVALUATION_TASK = "evaluate_alerts"  # its name in pollers/schedule.py, also its heartbeat's
 
 
 def enqueue(notifications: Iterable[Notification | None]) -> None:
@@ -222,7 +222,7 @@ def _key_entry(key_id: int | None, name: str, detail: str) -> tuple[str, dict[st
 
 def headroom(rule: AlertRule, now: datetime) -> Firing:
     """Every snapshot of the window below the threshold (a single dip is not an alert)."""
-    from together_dash.pollers.models import RateLimitSnapshot
+    from together_dash.keys.models import RateLimitSnapshot
 
     recent = RateLimitSnapshot.objects.filter(taken_at__gte=now - rule.window, headroom_pct__isnull=False)
     rows = recent.values("key_id", "key__name", "model").annotate(best=Max("headroom_pct"))

@@ -28,8 +28,8 @@ from together_dash.catalog.services import close_matches, successor_for, suggest
 from together_dash.dashboard.palette import headroom_level
 from together_dash.dashboard.ranges import Range
 from together_dash.jobs.models import BatchJob, FineTuneEvent, FineTuneJob
-from together_dash.keys.models import TogetherKey
-from together_dash.pollers.models import PollerHeartbeat, RateLimitSnapshot
+from together_dash.keys.models import RateLimitSnapshot, TogetherKey
+from together_dash.pollers.models import PollerHeartbeat
 from together_dash.proxy.app import DROPPED_CACHE_KEY
 from together_dash.together.types import FineTuneStatus
 from together_dash.traffic import listing

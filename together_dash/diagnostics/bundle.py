@@ -27,8 +27,8 @@ from django.utils import timezone
 from together_dash.catalog.models import ModelChange, ModelInfo
 from together_dash.diagnostics.connectivity import check_connectivity, format_report
 from together_dash.keys.crypto import DecryptionError
-from together_dash.keys.models import AppKey, TogetherKey
-from together_dash.pollers.models import PollerHeartbeat, RateLimitSnapshot
+from together_dash.keys.models import AppKey, RateLimitSnapshot, TogetherKey
+from together_dash.pollers.models import PollerHeartbeat
 from together_dash.together.redact import REDACTED, redact
 from together_dash.traffic.models import ErrorGroup, RequestLog
 

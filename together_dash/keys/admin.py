@@ -15,7 +15,7 @@ from together_dash.core.roles import is_key_admin
 from together_dash.keys import audit, lifecycle
 from together_dash.keys.audit import Actor
 from together_dash.keys.lifecycle import KeyActionError
-from together_dash.keys.models import ApiToken, AppKey, AuditLog, TogetherKey
+from together_dash.keys.models import ApiToken, AppKey, AuditLog, RateLimitSnapshot, TogetherKey
 
 
 def _admin_actor(request: HttpRequest) -> Actor:
@@ -186,3 +186,23 @@ class AuditLogAdmin(admin.ModelAdmin):
         stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
         response["Content-Disposition"] = f'attachment; filename="key-audit-{stamp}.csv"'
         return response
+
+
+@admin.register(RateLimitSnapshot)
+class RateLimitSnapshotAdmin(admin.ModelAdmin):
+    """Written by the rate-limit poller; people read them (and may delete junk)."""
+
+    list_display = (
+        "taken_at", "key", "model", "source", "request_remaining", "request_limit", "token_remaining",
+        "token_limit", "reset_seconds", "headroom_pct",
+    )
+    list_filter = ("source", "key")
+    search_fields = ("model",)
+    date_hierarchy = "taken_at"
+    list_select_related = ("key",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object | None = None) -> bool:
+        return False

@@ -260,3 +260,43 @@ class AuditLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.username or '-'} {self.action} {self.key_label}"
+
+
+class RateLimitSnapshot(models.Model):
+    """Rate-limit headers seen for a key (and model, '' when key-level) at one moment."""
+
+    class Source(models.TextChoices):
+        PROBE = "probe"
+        PROXY = "proxy"
+
+    key = models.ForeignKey(TogetherKey, models.CASCADE, related_name="+")
+    model = models.CharField(max_length=255, blank=True)
+    taken_at = models.DateTimeField()
+    source = models.CharField(max_length=8, choices=Source.choices)
+    request_limit = models.FloatField(null=True, blank=True)
+    request_remaining = models.FloatField(null=True, blank=True)
+    reset_seconds = models.FloatField(null=True, blank=True)
+    token_limit = models.FloatField(null=True, blank=True)
+    token_remaining = models.FloatField(null=True, blank=True)
+    request_limit_dynamic = models.FloatField(null=True, blank=True)
+    request_remaining_dynamic = models.FloatField(null=True, blank=True)
+    token_limit_dynamic = models.FloatField(null=True, blank=True)
+    token_remaining_dynamic = models.FloatField(null=True, blank=True)
+    # The tighter of request and token headroom, in percent; None when no limit was reported.
+    headroom_pct = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-taken_at"]
+        constraints = [
+            # A proxied response is recorded once however often the poller rereads it.
+            models.UniqueConstraint(
+                fields=["key", "model", "source", "taken_at"], name="ratelimitsnap_unique"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["key", "model", "-taken_at"], name="ratelimitsnap_series_idx"),
+            models.Index(fields=["-taken_at"], name="ratelimitsnap_time_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key_id} {self.model or '(key)'} {self.taken_at:%Y-%m-%d %H:%M:%S}"

@@ -1,10 +1,12 @@
-"""Celery tasks of the keys app: thin shells over services, each with a management command twin."""
+"""Celery tasks of the keys app: key health, rate limits and grace windows; each has a command twin."""
 from __future__ import annotations
 
 from celery import Task, shared_task
 
+from together_dash.keys.health import check_keys as check_keys_service
 from together_dash.keys.lifecycle import expire_grace_windows
-from together_dash.pollers.runs import PollReport, run_poller
+from together_dash.keys.rate_limits import poll_rate_limits as poll_rate_limits_service
+from together_dash.pollers.runs import POLL_LIMITS, PollReport, run_poller
 
 TASK_NAME = "expire_key_grace"
 
@@ -21,3 +23,13 @@ def expire_key_grace(self: Task) -> None:
         report.count("old_secrets_destroyed", expire_grace_windows())
 
     run_poller(TASK_NAME, body, self.request.id)
+
+
+@shared_task(bind=True, **POLL_LIMITS)
+def check_keys(self: Task) -> None:
+    check_keys_service(token=self.request.id)
+
+
+@shared_task(bind=True, **POLL_LIMITS)
+def poll_rate_limits(self: Task) -> None:
+    poll_rate_limits_service(token=self.request.id)

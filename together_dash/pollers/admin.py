@@ -1,10 +1,10 @@
-"""Admin for poller heartbeats, per-key poll state and rate-limit snapshots: read-only, it is polled data."""
+"""Admin for poller heartbeats and per-key poll state: read-only, it is polled data."""
 from __future__ import annotations
 
 from django.contrib import admin
 from django.http import HttpRequest
 
-from together_dash.pollers.models import PollerHeartbeat, PollerKeyState, RateLimitSnapshot
+from together_dash.pollers.models import PollerHeartbeat, PollerKeyState
 
 
 class PolledDataAdmin(admin.ModelAdmin):
@@ -37,16 +37,4 @@ class PollerKeyStateAdmin(PolledDataAdmin):
         "retry_after",
     )
     list_filter = ("poller", "last_error_kind")
-    list_select_related = ("key",)
-
-
-@admin.register(RateLimitSnapshot)
-class RateLimitSnapshotAdmin(PolledDataAdmin):
-    list_display = (
-        "taken_at", "key", "model", "source", "request_remaining", "request_limit", "token_remaining",
-        "token_limit", "reset_seconds", "headroom_pct",
-    )
-    list_filter = ("source", "key")
-    search_fields = ("model",)
-    date_hierarchy = "taken_at"
     list_select_related = ("key",)

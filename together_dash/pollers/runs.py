@@ -13,8 +13,8 @@ from django.db.models import F
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from together_dash.core import schedule
 from together_dash.keys.models import TogetherKey
+from together_dash.pollers import schedule
 from together_dash.pollers.fanout import KeyOutcome
 from together_dash.pollers.models import PollerHeartbeat, PollerKeyState
 from together_dash.together.redact import redact
@@ -22,6 +22,9 @@ from together_dash.together.redact import redact
 logger = logging.getLogger(__name__)
 
 MAX_REPORTED_ERRORS = 20
+# Celery limits of every poll task. Each poll bounds its HTTP calls (POLLER_TIMEOUT, POLLER_KEY_DEADLINE);
+# these are the backstop, and shorter than the run lease (models.RUN_LEASE).
+POLL_LIMITS = {"soft_time_limit": 240, "time_limit": 300}
 
 
 @dataclass(slots=True)

@@ -20,7 +20,7 @@ from together_dash.traffic.models import RequestBodySample, RequestLog, UsageMin
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 10_000
-# Its name in core/schedule.py: the periodic task's heartbeat, and the lease that keeps runs apart.
+# Its name in pollers/schedule.py: the periodic task's heartbeat, and the lease that keeps runs apart.
 TASK_NAME = "prune_request_logs"
 
 

@@ -12,8 +12,8 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from together_dash.core.roles import KEY_ADMIN_GROUP, VIEWER_GROUP
-from together_dash.core.schedule import sync_periodic_tasks
 from together_dash.keys.models import TogetherKey
+from together_dash.pollers.schedule import sync_periodic_tasks
 
 # The simulator accepts any key; this is not a real secret.
 DEMO_UPSTREAM_SECRET = "sim-demo-upstream-key-0000"  # noqa: S105

@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from together_dash.pollers.key_health import check_keys
+from together_dash.keys.health import check_keys
 
 
 class Command(BaseCommand):

@@ -2,7 +2,8 @@
 
 Beat reads its schedule from the database (CELERY_BEAT_SCHEDULER = DatabaseScheduler), so ops change
 an interval in the admin (Periodic tasks) and beat picks it up without a deploy. sync_periodic_tasks()
-only creates what is missing: an interval someone edited is never put back.
+only creates what is missing: an interval someone edited is never put back. The Celery task a row
+names is ours, though: when a task moves to another module the row is pointed at its new path.
 """
 from __future__ import annotations
 
@@ -26,11 +27,11 @@ class PeriodicTaskSpec:
 
 
 PERIODIC_TASKS: tuple[PeriodicTaskSpec, ...] = (
-    PeriodicTaskSpec("poll_models", "together_dash.pollers.tasks.poll_models", 300, 60),
-    PeriodicTaskSpec("poll_rate_limits", "together_dash.pollers.tasks.poll_rate_limits", 60, 20),
-    PeriodicTaskSpec("poll_fine_tunes", "together_dash.pollers.tasks.poll_fine_tunes", 30, 10),
-    PeriodicTaskSpec("poll_batches", "together_dash.pollers.tasks.poll_batches", 60, 15),
-    PeriodicTaskSpec("check_keys", "together_dash.pollers.tasks.check_keys", 300, 60),
+    PeriodicTaskSpec("poll_models", "together_dash.catalog.tasks.poll_models", 300, 60),
+    PeriodicTaskSpec("poll_rate_limits", "together_dash.keys.tasks.poll_rate_limits", 60, 20),
+    PeriodicTaskSpec("poll_fine_tunes", "together_dash.jobs.tasks.poll_fine_tunes", 30, 10),
+    PeriodicTaskSpec("poll_batches", "together_dash.jobs.tasks.poll_batches", 60, 15),
+    PeriodicTaskSpec("check_keys", "together_dash.keys.tasks.check_keys", 300, 60),
     PeriodicTaskSpec("prune_request_logs", "together_dash.traffic.tasks.prune_request_logs", 3600, 3600),
     PeriodicTaskSpec("evaluate_alerts", "together_dash.alerts.tasks.evaluate_alerts", 30, 15),
     # Backstop for deliver_notification: sends what a lost task or an SMTP outage left pending.
@@ -64,6 +65,8 @@ def sync_periodic_tasks(demo: bool = False) -> list[str]:
 @transaction.atomic
 def _create_if_missing(spec: PeriodicTaskSpec, every: int) -> bool:
     if PeriodicTask.objects.filter(name=spec.name).exists():
+        # An install from before a task moved names its old path, which no worker knows any more.
+        PeriodicTask.objects.filter(name=spec.name).exclude(task=spec.task).update(task=spec.task)
         return False
     # A start_time makes beat treat the task as overdue (django-celery-beat backdates last_run_at),
     # so every poller runs as soon as beat starts instead of one interval later.

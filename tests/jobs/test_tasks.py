@@ -7,8 +7,8 @@ from collections.abc import Callable
 import pytest
 
 from together_dash.demo.jobs import batch_lines, start_batch, start_fine_tune
+from together_dash.jobs import tasks
 from together_dash.jobs.models import BatchJob, FineTuneJob
-from together_dash.pollers import tasks
 from together_dash.pollers.models import PollerHeartbeat
 from together_dash.pollers.testing import add_key
 from together_dash.simulator.testing import RunningSimulator

@@ -9,9 +9,8 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from together_dash.keys.models import TogetherKey
+from together_dash.keys.models import RateLimitSnapshot, TogetherKey
 from together_dash.pollers.fanout import FanOutConfig, KeyOutcome, KeyRef, fan_out, key_refs
-from together_dash.pollers.models import RateLimitSnapshot
 from together_dash.pollers.runs import PollReport, active_keys, keys_due, record_outcomes, run_poller
 from together_dash.together.client import AsyncTogetherClient
 from together_dash.together.ratelimits import RateLimitInfo

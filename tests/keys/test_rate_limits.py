@@ -7,12 +7,19 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from together_dash.keys.models import TogetherKey
-from together_dash.pollers.models import PollerKeyState, RateLimitSnapshot
-from together_dash.pollers.rate_limits import poll_rate_limits
+from together_dash.keys.models import RateLimitSnapshot, TogetherKey
+from together_dash.keys.rate_limits import poll_rate_limits
+from together_dash.pollers.models import PollerKeyState
 from together_dash.pollers.testing import add_key, fault_for_key
 from together_dash.simulator.testing import RunningSimulator
 from together_dash.traffic.models import RequestLog
+
+
+@pytest.fixture
+def together(polled_simulator: RunningSimulator) -> RunningSimulator:
+    """The poller tests' simulator (the keys app's own `together` accepts only listed secrets)."""
+    return polled_simulator
+
 
 pytestmark = pytest.mark.django_db
 

@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from together_dash.pollers.rate_limits import poll_rate_limits
+from together_dash.keys.rate_limits import poll_rate_limits
 
 
 class Command(BaseCommand):

@@ -7,11 +7,18 @@ import logging
 import pytest
 
 from together_dash.catalog.polling import poll_models
+from together_dash.keys.health import check_keys
 from together_dash.keys.models import TogetherKey
-from together_dash.pollers.key_health import check_keys
 from together_dash.pollers.models import PollerHeartbeat, PollerKeyState
 from together_dash.pollers.testing import add_key, fault_for_key
 from together_dash.simulator.testing import RunningSimulator
+
+
+@pytest.fixture
+def together(polled_simulator: RunningSimulator) -> RunningSimulator:
+    """The poller tests' simulator (the keys app's own `together` accepts only listed secrets)."""
+    return polled_simulator
+
 
 pytestmark = pytest.mark.django_db
 
