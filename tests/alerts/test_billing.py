@@ -9,9 +9,9 @@ import pytest
 from tests.alerts.conftest import BILLING_OWNER, Inbox
 from tests.alerts.helpers import payment_required, success
 from together_dash.alerts.delivery import deliver_pending
-from together_dash.alerts.evaluation import on_recorded
 from together_dash.alerts.kinds import Kind
 from together_dash.alerts.models import Alert, AlertEvent, AlertRule, Notification
+from together_dash.alerts.tasks import on_recorded
 from together_dash.jobs.models import BatchJob
 from together_dash.keys.models import TogetherKey
 from together_dash.traffic.recording import KeyOutcome, RecordResult, record_entries
@@ -166,7 +166,7 @@ def test_an_alert_failure_never_fails_recording(
 
 
 def test_a_402_seen_by_a_poller_fires_the_billing_alert(inbox: Inbox, key: TogetherKey) -> None:
-    from together_dash.alerts.evaluation import evaluate_alerts
+    from together_dash.alerts.tasks import evaluate_alerts_now
     from together_dash.pollers.models import PollerKeyState
 
     PollerKeyState.objects.create(
@@ -175,8 +175,8 @@ def test_a_402_seen_by_a_poller_fires_the_billing_alert(inbox: Inbox, key: Toget
         last_error_kind="insufficient_credits",
         last_error_at=datetime.now(UTC),
     )
-    evaluate_alerts()
-    evaluate_alerts()
+    evaluate_alerts_now()
+    evaluate_alerts_now()
     deliver_pending()
 
     billing = [s for s in inbox.subjects if "Credits exhausted" in s]
@@ -187,11 +187,11 @@ def test_a_402_seen_by_a_poller_fires_the_billing_alert(inbox: Inbox, key: Toget
 def test_the_backstop_does_not_fire_again_for_an_outage_that_already_recovered(
     django_capture_on_commit_callbacks: object, inbox: Inbox, key: TogetherKey
 ) -> None:
-    from together_dash.alerts.evaluation import evaluate_alerts
+    from together_dash.alerts.tasks import evaluate_alerts_now
 
     record(django_capture_on_commit_callbacks, [payment_required(key.pk)])
     record(django_capture_on_commit_callbacks, [success(key.pk)])
-    evaluate_alerts()
+    evaluate_alerts_now()
     deliver_pending()
 
     assert len(inbox.messages) == 2
@@ -201,7 +201,7 @@ def test_the_backstop_does_not_fire_again_for_an_outage_that_already_recovered(
 def test_a_poller_402_older_than_the_recovery_does_not_fire_again(
     django_capture_on_commit_callbacks: object, inbox: Inbox, key: TogetherKey
 ) -> None:
-    from together_dash.alerts.evaluation import evaluate_alerts
+    from together_dash.alerts.tasks import evaluate_alerts_now
     from together_dash.pollers.models import PollerKeyState
 
     PollerKeyState.objects.create(
@@ -210,9 +210,9 @@ def test_a_poller_402_older_than_the_recovery_does_not_fire_again(
         last_error_kind="insufficient_credits",
         last_error_at=datetime.now(UTC),
     )
-    evaluate_alerts()
+    evaluate_alerts_now()
     record(django_capture_on_commit_callbacks, [success(key.pk)])  # credits added; the poller has not rerun
-    evaluate_alerts()
+    evaluate_alerts_now()
     deliver_pending()
 
     assert inbox.subjects == [

@@ -13,9 +13,10 @@ from django.db import OperationalError, connections
 from tests.alerts.conftest import BILLING_OWNER, Inbox, SmtpServer
 from tests.alerts.helpers import payment_required
 from together_dash.alerts.delivery import DeliveryError, deliver, deliver_pending
-from together_dash.alerts.evaluation import evaluate_alerts, fire_billing
+from together_dash.alerts.evaluation import fire_billing
 from together_dash.alerts.kinds import Kind
 from together_dash.alerts.models import Alert, AlertRule, Mute, Notification
+from together_dash.alerts.tasks import evaluate_alerts_now
 from together_dash.keys.models import TogetherKey
 from together_dash.pollers.models import PollerHeartbeat
 from together_dash.traffic.recording import record_entries
@@ -135,7 +136,7 @@ def test_many_alerts_at_once_go_out_as_one_digest(inbox: Inbox, rules: None) -> 
         PollerHeartbeat.objects.create(
             name=name, interval_seconds=60, created_at=datetime.now(UTC) - timedelta(hours=1)
         )
-    evaluate_alerts()
+    evaluate_alerts_now()
     deliver_pending()
 
     assert len(inbox.messages) == 1
@@ -150,7 +151,7 @@ def test_a_few_alerts_at_once_go_out_one_by_one(inbox: Inbox, rules: None) -> No
         PollerHeartbeat.objects.create(
             name=name, interval_seconds=60, created_at=datetime.now(UTC) - timedelta(hours=1)
         )
-    evaluate_alerts()
+    evaluate_alerts_now()
     deliver_pending()
 
     assert sorted(inbox.subjects) == [
@@ -200,12 +201,12 @@ def test_a_reminder_goes_out_after_the_renotify_interval_only(inbox: Inbox, key:
     with time_machine.travel(start, tick=False):
         fire(key)
     with time_machine.travel(start + timedelta(minutes=30), tick=False):
-        evaluate_alerts()
+        evaluate_alerts_now()
     with time_machine.travel(start + timedelta(minutes=61), tick=False):
-        evaluate_alerts()
-        evaluate_alerts()
+        evaluate_alerts_now()
+        evaluate_alerts_now()
     with time_machine.travel(start + timedelta(minutes=90), tick=False):
-        evaluate_alerts()
+        evaluate_alerts_now()
         deliver_pending()
 
     assert len(inbox.messages) == 2
@@ -223,7 +224,7 @@ def test_the_reminder_counts_the_requests_that_failed_since(
     with django_capture_on_commit_callbacks(execute=True):  # type: ignore[operator]
         record_entries([payment_required(key.pk, start + timedelta(minutes=5)) for _ in range(7)])
     with time_machine.travel(start + timedelta(minutes=61), tick=False):
-        evaluate_alerts()
+        evaluate_alerts_now()
         deliver_pending()
 
     assert "Failed requests since:    3" in inbox.text(0)

@@ -11,9 +11,9 @@ from django.core.cache import cache
 from tests.alerts.conftest import Inbox
 from tests.alerts.helpers import MODEL, payment_required, success
 from together_dash.alerts.delivery import deliver_pending
-from together_dash.alerts.evaluation import evaluate_alerts
 from together_dash.alerts.kinds import Kind
 from together_dash.alerts.models import Alert, AlertRule
+from together_dash.alerts.tasks import evaluate_alerts_now
 from together_dash.catalog.models import ModelInfo
 from together_dash.jobs.models import BatchJob, FineTuneJob
 from together_dash.keys.models import RateLimitSnapshot, TogetherKey
@@ -33,11 +33,11 @@ def test_a_stale_poller_fires_then_resolves_with_a_notice(inbox: Inbox, rules: N
     beat = PollerHeartbeat.objects.create(
         name="poll_models", interval_seconds=60, created_at=datetime.now(UTC) - timedelta(minutes=5)
     )
-    evaluate_alerts()
+    evaluate_alerts_now()
     assert firing(Kind.POLLER_STALE) == ["poller:poll_models"]
 
     PollerHeartbeat.objects.filter(pk=beat.pk).update(last_success=datetime.now(UTC))
-    evaluate_alerts()
+    evaluate_alerts_now()
     deliver_pending()
 
     assert firing(Kind.POLLER_STALE) == []
@@ -53,7 +53,7 @@ def test_an_invalid_key_fires_from_its_health_check(inbox: Inbox, key: TogetherK
     TogetherKey.objects.filter(pk=key.pk).update(
         health=TogetherKey.Health.INVALID, health_detail="Invalid API key"
     )
-    evaluate_alerts()
+    evaluate_alerts_now()
     deliver_pending()
 
     assert firing(Kind.KEY_INVALID) == [f"key:{key.pk}"]
@@ -69,10 +69,10 @@ def test_a_failed_batch_fires_once_and_ages_out_silently(inbox: Inbox, key: Toge
         error="bad input",
         status_changed_at=datetime.now(UTC),
     )
-    evaluate_alerts()
-    evaluate_alerts()
+    evaluate_alerts_now()
+    evaluate_alerts_now()
     with time_machine.travel(datetime.now(UTC) + timedelta(days=2)):
-        evaluate_alerts()
+        evaluate_alerts_now()
     deliver_pending()
 
     assert inbox.subjects == ["[together-dash] Batch failed or expired: batch batch-1"]
@@ -85,7 +85,7 @@ def test_a_stuck_fine_tune_fires(rules: None) -> None:
     )
     FineTuneJob.objects.create(job_id="ft-2", status="queued", status_changed_at=datetime.now(UTC))
     FineTuneJob.objects.create(job_id="ft-3", status="error", status_changed_at=datetime.now(UTC))
-    evaluate_alerts()
+    evaluate_alerts_now()
 
     assert firing(Kind.FINETUNE_STUCK) == ["finetune:ft-1"]
     assert firing(Kind.FINETUNE_FAILED) == ["finetune:ft-3"]
@@ -97,7 +97,7 @@ def test_a_removed_model_fires_only_when_our_traffic_used_it(rules: None) -> Non
         model_id=MODEL, state="removed", removed_at=now, last_used_at=now, successor="new/model"
     )
     ModelInfo.objects.create(model_id="old/unused", state="removed", removed_at=now)
-    evaluate_alerts()
+    evaluate_alerts_now()
 
     assert firing(Kind.MODEL_REMOVED) == [f"model:{MODEL}"]
     assert "switch to new/model" in Alert.objects.get(rule__kind=Kind.MODEL_REMOVED).context["fix"]
@@ -109,11 +109,11 @@ def test_low_headroom_fires_only_when_it_lasted_the_whole_window(key: TogetherKe
         RateLimitSnapshot.objects.create(
             key=key, model="", taken_at=now - timedelta(minutes=minutes), source="probe", headroom_pct=pct
         )
-    evaluate_alerts()
+    evaluate_alerts_now()
     assert firing(Kind.HEADROOM) == [f"key:{key.pk}:"]
 
     RateLimitSnapshot.objects.create(key=key, model="", taken_at=now, source="probe", headroom_pct=60.0)
-    evaluate_alerts()
+    evaluate_alerts_now()
     assert firing(Kind.HEADROOM) == []
 
 
@@ -124,7 +124,7 @@ def test_an_error_rate_above_the_threshold_fires_for_its_category(key: TogetherK
     record_entries(
         [success(key.pk) for _ in range(60)] + overloaded + [payment_required(key.pk) for _ in range(10)]
     )
-    evaluate_alerts()
+    evaluate_alerts_now()
 
     # 30% server errors fire; 10% billing errors are below 20%, and billing has its own alert anyway.
     assert firing(Kind.ERROR_RATE) == ["category:server"]
@@ -133,7 +133,7 @@ def test_an_error_rate_above_the_threshold_fires_for_its_category(key: TogetherK
 
 def test_a_402_storm_does_not_also_send_an_error_rate_email(inbox: Inbox, key: TogetherKey) -> None:
     record_entries([payment_required(key.pk) for _ in range(100)])
-    evaluate_alerts()
+    evaluate_alerts_now()
     deliver_pending()
 
     assert firing(Kind.ERROR_RATE) == []
@@ -142,24 +142,24 @@ def test_a_402_storm_does_not_also_send_an_error_rate_email(inbox: Inbox, key: T
 
 def test_dropped_proxy_logs_fire_then_clear_after_the_window(rules: None) -> None:
     cache.set("proxy:logs_dropped", 0, timeout=None)
-    evaluate_alerts()
+    evaluate_alerts_now()
     assert firing(Kind.LOGS_DROPPED) == []
 
     cache.incr("proxy:logs_dropped", 25)
-    evaluate_alerts()
+    evaluate_alerts_now()
     assert firing(Kind.LOGS_DROPPED) == ["proxy"]
     assert "dropped 25 request logs" in Alert.objects.get(rule__kind=Kind.LOGS_DROPPED).context["detail"]
 
     with time_machine.travel(datetime.now(UTC) + timedelta(minutes=11)):
-        evaluate_alerts()
+        evaluate_alerts_now()
     assert firing(Kind.LOGS_DROPPED) == []
 
 
 def test_a_402_the_hook_missed_is_caught_by_the_periodic_evaluation(inbox: Inbox, key: TogetherKey) -> None:
     # Recorded without the after-commit hook running (no captured callbacks): as if the process died.
     record_entries([payment_required(key.pk) for _ in range(3)])
-    evaluate_alerts()
-    evaluate_alerts()
+    evaluate_alerts_now()
+    evaluate_alerts_now()
     deliver_pending()
 
     assert inbox.subjects == ["[together-dash] Credits exhausted on key prod-main (HTTP 402)"]
@@ -171,6 +171,6 @@ def test_a_disabled_rule_does_not_fire(rules: None) -> None:
     PollerHeartbeat.objects.create(
         name="poll_models", interval_seconds=60, created_at=datetime.now(UTC) - timedelta(minutes=5)
     )
-    evaluate_alerts()
+    evaluate_alerts_now()
 
     assert firing(Kind.POLLER_STALE) == []

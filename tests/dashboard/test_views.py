@@ -12,7 +12,7 @@ from django.utils import timezone
 from together_dash.catalog.models import ModelChange, ModelInfo
 from together_dash.jobs.models import BatchJob, FineTuneEvent, remainder_dir
 from together_dash.pollers.models import PollerHeartbeat
-from together_dash.proxy.app import DROPPED_CACHE_KEY
+from together_dash.proxy.metrics import DROPPED_CACHE_KEY
 from together_dash.together.errors import TAXONOMY
 from together_dash.traffic.entries import LogEntry
 from together_dash.traffic.models import ErrorGroup, RequestLog

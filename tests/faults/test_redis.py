@@ -18,7 +18,6 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from tests.faults._celery import Beat, Worker, new_queue, redis_broker
 from tests.faults._services import restart_redis
-from together_dash.alerts.evaluation import DROPPED_CACHE_KEY
 from together_dash.alerts.kinds import Kind
 from together_dash.alerts.models import Alert, AlertRule
 from together_dash.catalog import tasks as catalog_tasks
@@ -26,6 +25,7 @@ from together_dash.catalog.models import ModelInfo
 from together_dash.keys.models import RateLimitSnapshot
 from together_dash.pollers.models import PollerHeartbeat
 from together_dash.pollers.testing import add_key
+from together_dash.proxy.metrics import DROPPED_CACHE_KEY
 from together_dash.simulator import catalog
 from together_dash.simulator.testing import RunningSimulator
 

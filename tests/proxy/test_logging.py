@@ -14,8 +14,9 @@ from prometheus_client import REGISTRY
 
 from together_dash.keys.models import TogetherKey
 from together_dash.keys.services import create_app_key
-from together_dash.proxy.app import DROPPED_CACHE_KEY, publish_dropped_to_cache, record_to_database
+from together_dash.proxy.app import record_to_database
 from together_dash.proxy.buffer import LogBuffer, LogFlusher
+from together_dash.proxy.metrics import DROPPED_CACHE_KEY, publish_dropped_to_cache
 from together_dash.proxy.testing import running_proxy
 from together_dash.simulator.testing import RunningSimulator
 from together_dash.traffic.entries import LogEntry

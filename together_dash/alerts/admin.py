@@ -4,8 +4,8 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from together_dash.alerts.evaluation import enqueue
 from together_dash.alerts.models import Alert, AlertEvent, AlertRule, Mute, Notification
+from together_dash.alerts.tasks import enqueue
 
 
 @admin.register(AlertRule)

@@ -9,3 +9,8 @@ class AlertsConfig(AppConfig):
 
     def ready(self) -> None:
         from together_dash.alerts import checks  # noqa: F401 - registers the system checks
+        from together_dash.alerts.tasks import on_batch_recorded
+        from together_dash.traffic.signals import batch_recorded
+
+        # The billing alert hears of every committed batch; traffic never imports alerts.
+        batch_recorded.connect(on_batch_recorded, dispatch_uid="alerts.billing")

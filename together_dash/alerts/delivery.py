@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from together_dash.alerts.emails import render_digest
 from together_dash.alerts.models import Notification, pending_sweep_filter
+from together_dash.pollers.runs import PollReport, run_poller
 from together_dash.together.redact import redact
 
 logger = logging.getLogger(__name__)
@@ -135,7 +136,6 @@ REDELIVERY_TASK = "redeliver_alerts"  # its name in pollers/schedule.py, also it
 
 def scheduled_redelivery(token: str | None = None) -> int:
     """deliver_pending() under its periodic task's lease; a run that left mail pending records an error."""
-    from together_dash.pollers.runs import PollReport, run_poller
 
     def body(report: PollReport) -> None:
         report.count("sent", deliver_pending())

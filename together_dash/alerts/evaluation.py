@@ -1,46 +1,43 @@
-"""Deciding what fires: the billing hook on every recorded batch, and the periodic evaluation of the rest.
+"""Deciding what fires: billing transitions for every recorded batch, and the periodic evaluation of the rest.
 
 Each rule kind has a small function returning the subjects firing now ({subject: (label, context)});
 apply_rule() turns that into transitions through the Alert state machine, whose conditional UPDATEs make
-a duplicated beat or two workers harmless.
+a duplicated beat or two workers harmless. Every query is a method of the app that owns the data; this
+module returns the notifications it wrote and tasks.py hands them to the workers.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.core.cache import cache
-from django.db.models import F, Max, Q, Sum
 from django.urls import reverse
 from django.utils import timezone
 
+from together_dash.alerts.emails import absolute
 from together_dash.alerts.kinds import Kind
 from together_dash.alerts.models import Alert, AlertRule, Notification
+from together_dash.catalog.models import ModelInfo
+from together_dash.jobs.models import BatchJob, FineTuneJob
+from together_dash.keys.models import RateLimitSnapshot, TogetherKey
+from together_dash.pollers.models import PollerKeyState
+from together_dash.pollers.runs import stale_pollers
+from together_dash.proxy.metrics import dropped_logs_total
+from together_dash.traffic.models import ErrorGroup
+from together_dash.traffic.usage import billing_errors_since, minute_totals_since
 
 if TYPE_CHECKING:
-    from together_dash.traffic.recording import KeyOutcome, RecordResult
+    from together_dash.traffic.recording import KeyOutcome
 
 logger = logging.getLogger(__name__)
 
 Firing = dict[str, tuple[str, dict[str, Any]]]
-DROPPED_CACHE_KEY = "proxy:logs_dropped"  # written by the proxy (proxy/app.py)
 MIN_REQUESTS_FOR_RATE = 20
 # A 402 storm already has its one billing email; an error-rate email about it would be a second.
 OWN_ALERT = {"billing"}
 BACKSTOP_WINDOW = timedelta(minutes=10)
-EVALUATION_TASK = "evaluate_alerts"  # its name in pollers/schedule.py, also its heartbeat's
-
-
-def enqueue(notifications: Iterable[Notification | None]) -> None:
-    """Hand new notifications to a worker once their rows are committed."""
-    from together_dash.alerts.tasks import deliver_notification
-
-    for notification in notifications:
-        if notification is not None and notification.status == Notification.Status.PENDING:
-            deliver_notification.delay_on_commit(notification.pk)
 
 
 # ---- billing: from every recorded batch --------------------------------------------------------------
@@ -50,15 +47,8 @@ def key_subject(key_id: int | None) -> str:
     return f"key:{key_id if key_id is not None else '-'}"
 
 
-def on_recorded(result: RecordResult) -> None:
-    """After a batch of request logs is committed: fire on new 402s, resolve on successes. Never raises."""
-    try:
-        enqueue(_billing_transitions(result.keys))
-    except Exception:
-        logger.exception("billing alert evaluation failed; recording is unaffected")
-
-
-def _billing_transitions(keys: dict[int | None, KeyOutcome]) -> list[Notification | None]:
+def billing_transitions(keys: dict[int | None, KeyOutcome]) -> list[Notification | None]:
+    """Fire on a batch's new 402s, resolve on its successful billed calls, per upstream key."""
     if not keys:
         return []
     subjects = {key_subject(key_id): key_id for key_id in keys}
@@ -106,8 +96,6 @@ def resolve_billing(key_id: int | None) -> Notification | None:
 
 def billing_context(key_id: int | None, first_seen: datetime, source: str) -> tuple[str, dict[str, Any]]:
     """Key name, first 402, failed requests since, the page to open and any batch it interrupted."""
-    from together_dash.keys.models import TogetherKey
-
     key = TogetherKey.objects.filter(pk=key_id).first() if key_id is not None else None
     name = key.name if key else "(no upstream key)"
     context: dict[str, Any] = {
@@ -127,36 +115,19 @@ def billing_context(key_id: int | None, first_seen: datetime, source: str) -> tu
 
 def failed_since(key_id: int | None, since: datetime | None) -> int:
     """402s on the key since the first one, from the minute rollups (never a scan of the raw logs)."""
-    from together_dash.traffic.models import UsageMinute
-
-    if since is None:
-        return 0
-    minute = since.replace(second=0, microsecond=0)
-    rows = UsageMinute.objects.filter(upstream_key_id=key_id, bucket__gte=minute)
-    return int(rows.aggregate(n=Sum("errors_billing"))["n"] or 0)
+    return 0 if since is None else billing_errors_since(key_id, since)
 
 
 def _interrupted_batch(key_id: int | None) -> dict[str, Any]:
-    from together_dash.jobs.models import BatchJob
-
-    batches = BatchJob.objects.filter(upstream_key_id=key_id, remainder_count__gt=0).order_by(
-        "-status_changed_at"
-    )
-    for batch in batches[:5]:
-        if batch.stopped_for_credits:
-            link = reverse("dashboard-batch-remainder", args=[batch.batch_id])
-            return {
-                "batch_id": batch.batch_id,
-                "batch_remainder": batch.remainder_count,
-                "batch_remainder_link": _absolute(link),
-            }
-    return {}
-
-
-def _absolute(path: str) -> str:
-    from together_dash.alerts.emails import absolute
-
-    return absolute(path)
+    batch = BatchJob.objects.interrupted_by_credits(key_id)
+    if batch is None:
+        return {}
+    link = reverse("dashboard-batch-remainder", args=[batch.batch_id])
+    return {
+        "batch_id": batch.batch_id,
+        "batch_remainder": batch.remainder_count,
+        "batch_remainder_link": absolute(link),
+    }
 
 
 # ---- the other rules: evaluated periodically ---------------------------------------------------------
@@ -164,9 +135,7 @@ def _absolute(path: str) -> str:
 
 def billing_backstop(rule: AlertRule, now: datetime) -> Firing:
     """402s the hook missed (it failed, or its process died after commit), from the error groups."""
-    from together_dash.traffic.models import ErrorGroup
-
-    groups = ErrorGroup.objects.filter(kind="insufficient_credits", last_seen__gte=now - BACKSTOP_WINDOW)
+    groups = ErrorGroup.objects.seen_since("insufficient_credits", now - BACKSTOP_WINDOW)
     resolved = dict(rule.alerts.values_list("subject", "resolved_at"))
     seen = [(g.upstream_key_id, g.first_seen, g.last_seen, "traffic (backstop)") for g in groups]
     seen += _polled_402s()
@@ -184,28 +153,17 @@ def billing_backstop(rule: AlertRule, now: datetime) -> Firing:
 
 def _polled_402s() -> list[tuple[int | None, datetime, datetime, str]]:
     """Keys whose latest poll failed with a 402 (a poller's own billed call, e.g. a rate-limit probe)."""
-    from together_dash.pollers.models import PollerKeyState
-
-    states = PollerKeyState.objects.filter(
-        last_error_kind="insufficient_credits", last_error_at__isnull=False
-    )
-    states = states.filter(Q(last_success__isnull=True) | Q(last_success__lt=F("last_error_at")))
+    states = PollerKeyState.objects.failing_with("insufficient_credits")
     return [(s.key_id, s.last_error_at, s.last_error_at, f"poller {s.poller}") for s in states]
 
 
 def key_invalid(rule: AlertRule, now: datetime) -> Firing:
     """Health check says invalid, or traffic saw at least <threshold> 401s within the window."""
-    from together_dash.keys.models import TogetherKey
-    from together_dash.traffic.models import ErrorGroup
-
     firing: Firing = {}
-    for key in TogetherKey.objects.filter(
-        status=TogetherKey.Status.ACTIVE, health=TogetherKey.Health.INVALID
-    ):
+    for key in TogetherKey.objects.active_but_invalid():
         firing[key_subject(key.pk)] = _key_entry(key.pk, key.name, f"Health check: {key.health_detail}")
-    recent = ErrorGroup.objects.filter(kind="invalid_api_key", last_seen__gte=now - rule.window)
-    counts = recent.values("upstream_key_id", "upstream_key__name").annotate(n=Sum("count"))
-    for row in counts:
+    recent = ErrorGroup.objects.seen_since("invalid_api_key", now - rule.window)
+    for row in recent.counts_by_key():
         if row["n"] >= rule.threshold and key_subject(row["upstream_key_id"]) not in firing:
             detail = f"{row['n']} requests answered 401 within {rule.window_minutes} minutes"
             firing[key_subject(row["upstream_key_id"])] = _key_entry(
@@ -222,12 +180,8 @@ def _key_entry(key_id: int | None, name: str, detail: str) -> tuple[str, dict[st
 
 def headroom(rule: AlertRule, now: datetime) -> Firing:
     """Every snapshot of the window below the threshold (a single dip is not an alert)."""
-    from together_dash.keys.models import RateLimitSnapshot
-
-    recent = RateLimitSnapshot.objects.filter(taken_at__gte=now - rule.window, headroom_pct__isnull=False)
-    rows = recent.values("key_id", "key__name", "model").annotate(best=Max("headroom_pct"))
     firing: Firing = {}
-    for row in rows:
+    for row in RateLimitSnapshot.objects.best_headroom_since(now - rule.window):
         if row["best"] < rule.threshold:
             model = row["model"] or "all models"
             detail = f"Headroom at most {row['best']:.1f}% for {rule.window_minutes} minutes ({model})."
@@ -241,17 +195,12 @@ def headroom(rule: AlertRule, now: datetime) -> Firing:
 
 def error_rate(rule: AlertRule, now: datetime) -> Firing:
     """A category's share of requests above the threshold (percent) over the window, from rollups."""
-    from together_dash.traffic.models import ERROR_COLUMNS, UsageMinute
-
-    since = (now - rule.window).replace(second=0, microsecond=0)
-    sums = UsageMinute.objects.filter(bucket__gte=since).aggregate(
-        requests=Sum("requests"), **{category: Sum(column) for category, column in ERROR_COLUMNS.items()}
-    )
-    requests = sums.pop("requests") or 0
+    totals = minute_totals_since(now - rule.window)
+    requests = totals.requests
     if requests < MIN_REQUESTS_FOR_RATE:
         return {}
     firing: Firing = {}
-    for category, errors in sums.items():
+    for category, errors in totals.errors_by_category.items():
         if category in OWN_ALERT:
             continue
         share = 100.0 * (errors or 0) / requests
@@ -268,20 +217,13 @@ def error_rate(rule: AlertRule, now: datetime) -> Firing:
 
 
 def finetune_failed(rule: AlertRule, now: datetime) -> Firing:
-    from together_dash.jobs.models import FineTuneJob
-    from together_dash.together.types import FineTuneStatus
-
-    jobs = FineTuneJob.objects.filter(
-        status__in=(FineTuneStatus.ERROR, FineTuneStatus.USER_ERROR), status_changed_at__gte=now - rule.window
-    )
+    jobs = FineTuneJob.objects.failed_since(now - rule.window)
     return {
         f"finetune:{job.job_id}": _job_entry(job, f"Status {job.status}: {job.error_message}") for job in jobs
     }
 
 
 def finetune_stuck(rule: AlertRule, now: datetime) -> Firing:
-    from together_dash.jobs.models import FineTuneJob
-
     threshold = timedelta(minutes=rule.threshold)
     jobs = FineTuneJob.objects.waiting_too_long(now, threshold)
     return {
@@ -292,35 +234,26 @@ def finetune_stuck(rule: AlertRule, now: datetime) -> Firing:
     }
 
 
-def _job_entry(job: Any, detail: str) -> tuple[str, dict[str, Any]]:
+def _job_entry(job: FineTuneJob, detail: str) -> tuple[str, dict[str, Any]]:
     path = reverse("dashboard-finetune", args=[job.job_id])
     return f"fine-tune {job.job_id}", {"detail": detail, "path": path, "base_model": job.base_model}
 
 
 def batch_failed(rule: AlertRule, now: datetime) -> Firing:
-    from together_dash.jobs.models import BatchJob
-    from together_dash.together.types import BatchStatus
-
-    batches = BatchJob.objects.filter(
-        status__in=(BatchStatus.FAILED, BatchStatus.EXPIRED), status_changed_at__gte=now - rule.window
-    )
     firing: Firing = {}
-    for batch in batches:
+    for batch in BatchJob.objects.failed_since(now - rule.window):
         detail = f"Status {batch.status}. {batch.error}".strip()
         context: dict[str, Any] = {"detail": detail, "path": reverse("dashboard-batches")}
         if batch.remainder_count:
-            link = _absolute(reverse("dashboard-batch-remainder", args=[batch.batch_id]))
+            link = absolute(reverse("dashboard-batch-remainder", args=[batch.batch_id]))
             context["fix"] = f"resubmit the {batch.remainder_count} requests without output: {link}"
         firing[f"batch:{batch.batch_id}"] = (f"batch {batch.batch_id}", context)
     return firing
 
 
 def model_removed(rule: AlertRule, now: datetime) -> Firing:
-    from together_dash.catalog.models import ModelInfo
-
-    removed = ModelInfo.objects.filter(state=ModelInfo.State.REMOVED, last_used_at__gte=now - rule.window)
     firing: Firing = {}
-    for model in removed:
+    for model in ModelInfo.objects.removed_in_use_since(now - rule.window):
         fix = f"switch to {model.successor}." if model.successor else "pick another model from the catalog."
         detail = (
             f"Removed at {model.removed_at:%Y-%m-%d %H:%M} UTC;"
@@ -334,8 +267,6 @@ def model_removed(rule: AlertRule, now: datetime) -> Firing:
 
 
 def poller_stale(rule: AlertRule, now: datetime) -> Firing:
-    from together_dash.pollers.runs import stale_pollers
-
     firing: Firing = {}
     for beat in stale_pollers(now):
         since = f"{beat.silent_since:%Y-%m-%d %H:%M:%S} UTC"
@@ -349,7 +280,7 @@ def poller_stale(rule: AlertRule, now: datetime) -> Firing:
 
 def logs_dropped(rule: AlertRule, now: datetime) -> Firing:
     """The proxy's cumulative dropped count grew by at least <threshold> within the window."""
-    current = int(cache.get(DROPPED_CACHE_KEY) or 0)
+    current = dropped_logs_total()
     memory = rule.memory or {}
     seen = int(memory.get("seen", current))
     if current != seen or "seen" not in memory:
@@ -409,8 +340,8 @@ def _fresh_counts(alert: Alert) -> dict[str, Any]:
     return {"failed_since": failed_since(alert.context.get("key_id"), first_seen)}
 
 
-def evaluate_alerts(now: datetime | None = None) -> int:
-    """Evaluate every enabled rule, send reminders; returns how many notifications were written."""
+def evaluate_rules(now: datetime | None = None) -> list[Notification | None]:
+    """Evaluate every enabled rule and the reminders; returns the notifications written (None: nothing)."""
     now = now or timezone.now()
     notifications: list[Notification | None] = []
     for rule in AlertRule.objects.filter(enabled=True):
@@ -420,16 +351,4 @@ def evaluate_alerts(now: datetime | None = None) -> int:
             # One broken rule must not silence the others.
             logger.exception("alert rule %s failed to evaluate", rule.kind)
     notifications += renotify_due(now)
-    enqueue(notifications)
-    return sum(1 for n in notifications if n is not None)
-
-
-def scheduled_evaluation(token: str | None = None) -> int:
-    """evaluate_alerts() under its periodic task's lease and heartbeat (an overlapping beat is skipped)."""
-    from together_dash.pollers.runs import PollReport, run_poller
-
-    def body(report: PollReport) -> None:
-        report.count("notifications", evaluate_alerts())
-
-    report = run_poller(EVALUATION_TASK, body, token)
-    return report.counts.get("notifications", 0) if report.claimed else 0
+    return notifications

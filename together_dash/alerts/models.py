@@ -15,6 +15,7 @@ from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from together_dash.alerts.emails import render_alert
 from together_dash.alerts.kinds import DEFAULTS, MEANING, Kind
 
 
@@ -174,9 +175,6 @@ class Alert(models.Model):
         event = AlertEvent.objects.create(alert=self, transition=transition, at=now, context=self.context)
         if not notify:
             return None
-        # Imported late: rendering needs the templates, and emails.py imports these models.
-        from together_dash.alerts.emails import render_alert
-
         recipients = self.rule.recipients_for_delivery()
         subject, text, html = render_alert(self, transition)
         return Notification.objects.create(

@@ -1,11 +1,62 @@
-"""Celery tasks: thin shells over evaluation.py and delivery.py; each has a management command twin."""
+"""Celery tasks and the hand-off to workers: thin shells over evaluation.py and delivery.py.
+
+Each periodic task has a management command twin. enqueue() is the one place a notification is handed
+to a worker, after its row is committed.
+"""
 
 from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
 
 from celery import Task, shared_task
 
 from together_dash.alerts.delivery import DeliveryError, deliver, scheduled_redelivery
-from together_dash.alerts.evaluation import scheduled_evaluation
+from together_dash.alerts.evaluation import billing_transitions, evaluate_rules
+from together_dash.alerts.models import Notification
+from together_dash.pollers.runs import PollReport, run_poller
+from together_dash.traffic.recording import RecordResult
+
+logger = logging.getLogger(__name__)
+EVALUATION_TASK = "evaluate_alerts"  # its name in pollers/schedule.py, also its heartbeat's
+
+
+def enqueue(notifications: Iterable[Notification | None]) -> None:
+    """Hand new notifications to a worker once their rows are committed."""
+    for notification in notifications:
+        if notification is not None and notification.status == Notification.Status.PENDING:
+            deliver_notification.delay_on_commit(notification.pk)
+
+
+def on_recorded(result: RecordResult) -> None:
+    """After a batch of request logs is committed: fire on new 402s, resolve on successes. Never raises."""
+    try:
+        enqueue(billing_transitions(result.keys))
+    except Exception:
+        logger.exception("billing alert evaluation failed; recording is unaffected")
+
+
+def on_batch_recorded(sender: Any, result: RecordResult, **kwargs: Any) -> None:
+    """The receiver of traffic's batch_recorded signal (connected in AlertsConfig.ready)."""
+    on_recorded(result)
+
+
+def evaluate_alerts_now() -> int:
+    """Evaluate every rule and the reminders, hand the notifications over; returns how many were written."""
+    notifications = evaluate_rules()
+    enqueue(notifications)
+    return sum(1 for notification in notifications if notification is not None)
+
+
+def scheduled_evaluation(token: str | None = None) -> int:
+    """evaluate_alerts_now() under its periodic task's lease and heartbeat; an overlapping beat is skipped."""
+
+    def body(report: PollReport) -> None:
+        report.count("notifications", evaluate_alerts_now())
+
+    report = run_poller(EVALUATION_TASK, body, token)
+    return report.counts.get("notifications", 0) if report.claimed else 0
 
 
 # SMTP down: retried with exponential backoff capped at 5 minutes, for days (acks_late in settings);

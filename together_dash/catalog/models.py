@@ -13,6 +13,12 @@ PRICE_FIELDS: tuple[str, ...] = ("input", "output", "hourly", "base", "finetune"
 RECENT_USE = timedelta(days=7)
 
 
+class ModelInfoQuerySet(models.QuerySet):
+    def removed_in_use_since(self, since: datetime) -> ModelInfoQuerySet:
+        """Removed models our traffic still used at or after `since`."""
+        return self.filter(state=ModelInfo.State.REMOVED, last_used_at__gte=since)
+
+
 class ModelInfo(models.Model):
     """One Together model, keyed by its exact id; removed models are kept and marked."""
 
@@ -42,6 +48,8 @@ class ModelInfo(models.Model):
     # A suggestion shown to people, never applied to requests.
     successor = models.CharField(max_length=255, blank=True)
     raw = models.JSONField(default=dict, blank=True)
+
+    objects = ModelInfoQuerySet.as_manager()
 
     class Meta:
         ordering = ["model_id"]

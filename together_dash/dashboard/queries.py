@@ -18,7 +18,6 @@ from typing import Any, Literal
 
 from django.apps import apps
 from django.conf import settings
-from django.core.cache import cache
 from django.db.models import Case, Count, IntegerField, Max, Min, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import TruncHour, TruncMinute
 from django.utils import timezone
@@ -30,7 +29,7 @@ from together_dash.dashboard.ranges import Range
 from together_dash.jobs.models import BatchJob, FineTuneEvent, FineTuneJob
 from together_dash.keys.models import RateLimitSnapshot, TogetherKey
 from together_dash.pollers.models import PollerHeartbeat
-from together_dash.proxy.app import DROPPED_CACHE_KEY
+from together_dash.proxy.metrics import dropped_logs_total
 from together_dash.together.types import FineTuneStatus
 from together_dash.traffic import listing
 from together_dash.traffic.models import (
@@ -633,4 +632,4 @@ def firing_alerts(limit: int = FIRING_ALERTS_SHOWN) -> list[Any] | None:
 
 def dropped_logs() -> int:
     """Request logs the proxy had to drop (database away too long), as counted in the shared cache."""
-    return int(cache.get(DROPPED_CACHE_KEY) or 0)
+    return dropped_logs_total()

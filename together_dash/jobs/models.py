@@ -23,6 +23,23 @@ class FineTuneJobQuerySet(models.QuerySet):
             status__in=FineTuneJob.WAITING_STATUSES, status_changed_at__lt=now - threshold
         )
 
+    def failed_since(self, since: datetime) -> FineTuneJobQuerySet:
+        """Jobs that turned error or user_error at or after `since`."""
+        return self.filter(
+            status__in=(FineTuneStatus.ERROR, FineTuneStatus.USER_ERROR), status_changed_at__gte=since
+        )
+
+
+class BatchJobQuerySet(models.QuerySet):
+    def failed_since(self, since: datetime) -> BatchJobQuerySet:
+        """Batches that turned failed or expired at or after `since`."""
+        return self.filter(status__in=(BatchStatus.FAILED, BatchStatus.EXPIRED), status_changed_at__gte=since)
+
+    def interrupted_by_credits(self, key_id: int | None) -> BatchJob | None:
+        """The key's latest batch that a 402 stopped with requests left to resubmit, if any."""
+        batches = self.filter(upstream_key_id=key_id, remainder_count__gt=0).order_by("-status_changed_at")
+        return next((batch for batch in batches[:5] if batch.stopped_for_credits), None)
+
 
 class FineTuneJob(models.Model):
     """A Together fine-tune job (ft-...), as last polled."""
@@ -155,6 +172,8 @@ class BatchJob(models.Model):
     files_attempts = models.PositiveSmallIntegerField(default=0)
     files_error = models.CharField(max_length=500, blank=True)
     raw = models.JSONField(default=dict, blank=True)
+
+    objects = BatchJobQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]

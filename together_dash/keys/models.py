@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import models
@@ -12,6 +12,12 @@ from django.utils import timezone
 
 from together_dash.keys import crypto
 from together_dash.together.client import key_fingerprint
+
+
+class TogetherKeyQuerySet(models.QuerySet):
+    def active_but_invalid(self) -> TogetherKeyQuerySet:
+        """Keys in use that the latest health check found invalid."""
+        return self.filter(status=TogetherKey.Status.ACTIVE, health=TogetherKey.Health.INVALID)
 
 
 class TogetherKey(models.Model):
@@ -53,6 +59,8 @@ class TogetherKey(models.Model):
     previous_secret_encrypted = models.TextField(blank=True, editable=False)
     previous_last_four = models.CharField(max_length=4, blank=True, editable=False)
     previous_valid_until = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = TogetherKeyQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
@@ -262,6 +270,13 @@ class AuditLog(models.Model):
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.username or '-'} {self.action} {self.key_label}"
 
 
+class RateLimitSnapshotQuerySet(models.QuerySet):
+    def best_headroom_since(self, since: datetime) -> models.QuerySet:
+        """Per (key, model): the highest headroom any snapshot since `since` reported ("best")."""
+        recent = self.filter(taken_at__gte=since, headroom_pct__isnull=False)
+        return recent.values("key_id", "key__name", "model").annotate(best=models.Max("headroom_pct"))
+
+
 class RateLimitSnapshot(models.Model):
     """Rate-limit headers seen for a key (and model, '' when key-level) at one moment."""
 
@@ -284,6 +299,8 @@ class RateLimitSnapshot(models.Model):
     token_remaining_dynamic = models.FloatField(null=True, blank=True)
     # The tighter of request and token headroom, in percent; None when no limit was reported.
     headroom_pct = models.FloatField(null=True, blank=True)
+
+    objects = RateLimitSnapshotQuerySet.as_manager()
 
     class Meta:
         ordering = ["-taken_at"]

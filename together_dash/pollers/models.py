@@ -99,6 +99,13 @@ class PollerHeartbeat(models.Model):
         return "ok" if self.last_success else "waiting"
 
 
+class PollerKeyStateQuerySet(models.QuerySet):
+    def failing_with(self, kind: str) -> PollerKeyStateQuerySet:
+        """(poller, key) pairs whose latest poll failed with this error kind and has not succeeded since."""
+        failed = self.filter(last_error_kind=kind, last_error_at__isnull=False)
+        return failed.filter(Q(last_success__isnull=True) | Q(last_success__lt=models.F("last_error_at")))
+
+
 class PollerKeyState(models.Model):
     """How one poller fared with one key: last success, last error, and when to try again after a 429."""
 
@@ -110,6 +117,8 @@ class PollerKeyState(models.Model):
     last_error_kind = models.CharField(max_length=40, blank=True)
     consecutive_failures = models.PositiveIntegerField(default=0)
     retry_after = models.DateTimeField(null=True, blank=True)
+
+    objects = PollerKeyStateQuerySet.as_manager()
 
     class Meta:
         ordering = ["poller", "key"]

@@ -36,7 +36,6 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-DROPPED_CACHE_KEY = "proxy:logs_dropped"
 SHUTDOWN_DRAIN_SECONDS = 10.0
 MAX_CACHED_URLS = 1024
 
@@ -101,14 +100,6 @@ def record_to_database(entries: Sequence[LogEntry]) -> None:
         reset_queries()
 
 
-def publish_dropped_to_cache(delta: int) -> None:
-    """Add to the cumulative dropped count the dashboard reads (summed over all proxy processes)."""
-    from django.core.cache import cache
-
-    cache.add(DROPPED_CACHE_KEY, 0, timeout=None)
-    cache.incr(DROPPED_CACHE_KEY, delta)
-
-
 def close_database_connections() -> None:
     from django.db import connections
 
@@ -123,7 +114,7 @@ class Proxy:
         config: ProxyConfig | None = None,
         *,
         record: RecordFunction = record_to_database,
-        publish_dropped: PublishDropped | None = publish_dropped_to_cache,
+        publish_dropped: PublishDropped | None = metrics.publish_dropped_to_cache,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._config = config

@@ -1,7 +1,12 @@
-"""Prometheus metrics of the proxy, exposed by the dashboard's /metrics view."""
+"""Prometheus metrics of the proxy, exposed by the dashboard's /metrics view, and its dropped-log count."""
 from __future__ import annotations
 
+from django.core.cache import cache
 from prometheus_client import Counter, Gauge, Histogram
+
+# The cumulative count of request logs dropped, summed over every proxy process through the cache;
+# the dashboard shows it and the logs_dropped alert watches it grow.
+DROPPED_CACHE_KEY = "proxy:logs_dropped"
 
 REQUESTS = Counter(
     "together_dash_proxy_requests_total",
@@ -31,3 +36,14 @@ def count_request(status: int | None) -> None:
         _BY_CLASS["proxy_error"].inc()
         return
     _BY_CLASS[f"{status // 100}xx"].inc()
+
+
+def publish_dropped_to_cache(delta: int) -> None:
+    """Add to the cumulative dropped count the dashboard reads (summed over all proxy processes)."""
+    cache.add(DROPPED_CACHE_KEY, 0, timeout=None)
+    cache.incr(DROPPED_CACHE_KEY, delta)
+
+
+def dropped_logs_total() -> int:
+    """Request logs every proxy process dropped, as far as the cache remembers."""
+    return int(cache.get(DROPPED_CACHE_KEY) or 0)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 
 from django.db import models
 from django.db.models.functions import Coalesce
@@ -124,6 +125,16 @@ class RequestBodySample(models.Model):
         return f"bodies of request log {self.request_log_id}"
 
 
+class ErrorGroupQuerySet(models.QuerySet):
+    def seen_since(self, kind: str, since: datetime) -> ErrorGroupQuerySet:
+        """Groups of this error kind with an occurrence at or after `since`."""
+        return self.filter(kind=kind, last_seen__gte=since)
+
+    def counts_by_key(self) -> models.QuerySet:
+        """Occurrences per upstream key (id and name) over these groups."""
+        return self.values("upstream_key_id", "upstream_key__name").annotate(n=models.Sum("count"))
+
+
 class ErrorGroup(models.Model):
     """Errors that share a fingerprint: (category, kind, model, endpoint, upstream key)."""
 
@@ -144,6 +155,8 @@ class ErrorGroup(models.Model):
     last_status = models.SmallIntegerField(null=True, blank=True)
     state = models.CharField(max_length=10, choices=State.choices, default=State.OPEN)
     resolved_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ErrorGroupQuerySet.as_manager()
 
     class Meta:
         indexes = [

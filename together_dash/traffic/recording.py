@@ -15,7 +15,6 @@ from __future__ import annotations
 import bisect
 import functools
 import json
-import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from together_dash.traffic.models import (
     UsageHour,
     UsageMinute,
 )
+from together_dash.traffic.signals import batch_recorded
 
 INSERT_CHUNK = 1000
 RESEND_RACE_ATTEMPTS = 3
@@ -125,18 +125,15 @@ def _record(items: list[_Item]) -> RecordResult:
         _upsert_rollups(cursor, new)
     result.created = len(new)
     result.keys = _tally_keys(new)
-    _after_commit_alert(result)
+    _announce(result)
     return result
 
 
-def _after_commit_alert(result: RecordResult) -> None:
-    """Let the billing alert see this batch's 402s and successes; an alert problem never fails recording."""
-    try:
-        from together_dash.alerts.evaluation import on_recorded
-
-        transaction.on_commit(lambda: on_recorded(result), robust=True)
-    except Exception:  # noqa: BLE001 - recording must succeed whatever the alerts app does
-        logging.getLogger(__name__).exception("could not hand the batch to the alerts")
+def _announce(result: RecordResult) -> None:
+    """Tell the listeners (the billing alert) about this batch once it is committed; never fails it."""
+    transaction.on_commit(
+        lambda: batch_recorded.send_robust(sender=RecordResult, result=result), robust=True
+    )
 
 
 # ---- preparing rows ----------------------------------------------------------------------------------

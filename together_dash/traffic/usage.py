@@ -162,6 +162,19 @@ def usage_breakdown(
     return {row[by]: _counts(row) for row in rows}
 
 
+def minute_totals_since(since: datetime) -> UsageCounts:
+    """All counters from the minute of `since` on, to now (the alert rules' windows are minutes long)."""
+    rows = UsageMinute.objects.filter(bucket__gte=since.replace(second=0, microsecond=0))
+    return _counts(rows.aggregate(**_sums()))
+
+
+def billing_errors_since(key_id: int | None, since: datetime) -> int:
+    """402s on one upstream key (None: requests that had none) from the minute of `since` on."""
+    minute = since.replace(second=0, microsecond=0)
+    rows = UsageMinute.objects.filter(upstream_key_id=key_id, bucket__gte=minute)
+    return int(rows.aggregate(n=Sum(ERROR_COLUMNS["billing"]))["n"] or 0)
+
+
 def _filtered(
     step: Step, first: datetime, last: datetime, key_id: int | None, model: str | None
 ) -> QuerySet[UsageRollup]:

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from together_dash.alerts.evaluation import scheduled_evaluation
+from together_dash.alerts.tasks import scheduled_evaluation
 
 
 class Command(BaseCommand):
