@@ -24,7 +24,7 @@ from django.conf import settings
 from together_dash.proxy import metrics
 from together_dash.proxy.auth import CredentialCache, resolver_for
 from together_dash.proxy.buffer import LogBuffer, LogFlusher, PublishDropped, RecordFunction
-from together_dash.proxy.exchange import Exchange
+from together_dash.proxy.exchange import Collaborators, Exchange
 from together_dash.proxy.forwarding import upstream_url
 from together_dash.proxy.limits import CacheCounter, MinuteLimiter
 from together_dash.proxy.upstream import proxy_transport
@@ -146,6 +146,17 @@ class Proxy:
         self.credentials = CredentialCache(resolve, self._key_thread, ttl=self.config.key_cache_seconds)
         self.limiter = MinuteLimiter(CacheCounter())
         self.limiter.start()
+        self.shared = Collaborators(
+            credentials=self.credentials,
+            limiter=self.limiter,
+            upstream_url=self.upstream_url,
+            transport=self.transport,
+            timeouts=self.timeouts,
+            logs=self.logs,
+            body_sample_rate=self.config.body_sample_rate,
+            body_sample_max_bytes=self.config.body_sample_max_bytes,
+            sample=self.sample,
+        )
         self.started = True
         if self.config.freeze_gc_at_start:
             gc.freeze()
@@ -208,7 +219,7 @@ class Proxy:
             await self._start_lazily()
         self.in_flight += 1
         try:
-            await Exchange(self, scope, receive, send).run()
+            await Exchange(self.shared, scope, receive, send).run()
         finally:
             self.in_flight -= 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,9 @@ from together_dash.together.redact import redact
 from together_dash.traffic.entries import LogEntry
 
 if TYPE_CHECKING:
-    from together_dash.proxy.app import Proxy
+    from together_dash.proxy.auth import CredentialCache
+    from together_dash.proxy.buffer import LogBuffer
+    from together_dash.proxy.limits import MinuteLimiter
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -50,11 +53,26 @@ class UpstreamBroke(Exception):
     """Upstream failed after the response had started; the client connection is cut to show it."""
 
 
+@dataclass(frozen=True, slots=True)
+class Collaborators:
+    """What every exchange of one proxy shares, built by Proxy.start(): keys, limits, upstream, logs."""
+
+    credentials: CredentialCache
+    limiter: MinuteLimiter
+    upstream_url: Callable[[dict[str, Any]], httpx.URL]
+    transport: httpx.AsyncBaseTransport
+    timeouts: dict[str, float | None]
+    logs: LogBuffer
+    body_sample_rate: float
+    body_sample_max_bytes: int
+    sample: Callable[[], float]  # a uniform draw in [0, 1), for body sampling
+
+
 class Exchange:
     """State of one proxied request, from the first byte received to the LogEntry."""
 
-    def __init__(self, proxy: Proxy, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        self.proxy = proxy
+    def __init__(self, shared: Collaborators, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        self.shared = shared
         self.scope = scope
         self.receive = receive
         self.send = send
@@ -69,7 +87,7 @@ class Exchange:
         self.credential: Credential | None = None
         self.facts = RequestFacts()
         self.asked_for_usage = False
-        self.sampling = proxy.config.body_sample_rate > 0 and proxy.sample() < proxy.config.body_sample_rate
+        self.sampling = shared.body_sample_rate > 0 and shared.sample() < shared.body_sample_rate
         self.client_gone = False
         self.finished = False
         self.upstream_status: int | None = None
@@ -107,7 +125,7 @@ class Exchange:
         if not presented:
             raise no_key()
         try:
-            credential = await self.proxy.credentials.get(presented)
+            credential = await self.shared.credentials.get(presented)
         except Refusal as failure:
             self.entry.app_key_id = failure.app_key_id
             raise
@@ -165,7 +183,7 @@ class Exchange:
             raise Refusal(message, status=403, code="model_not_allowed", param="model")
         limit = credential.rate_limit_per_minute
         if limit and credential.app_key_id is not None:
-            wait = self.proxy.limiter.check(credential.app_key_id, limit)
+            wait = self.shared.limiter.check(credential.app_key_id, limit)
             if wait is not None:
                 raise _rate_limited(credential, limit, wait)
 
@@ -179,14 +197,14 @@ class Exchange:
             self.headers, credential.upstream_secret, client_host,
             identity_only=self.asked_for_usage, keep_length=not isinstance(content, bytes),
         )
-        url = self.proxy.upstream_url(self.scope)
+        url = self.shared.upstream_url(self.scope)
         request = httpx.Request(self.scope["method"], url, headers=headers, content=content,
-                                extensions={"timeout": self.proxy.timeouts})
+                                extensions={"timeout": self.shared.timeouts})
         sent_at = time.perf_counter()
         try:
             # The transport itself, not AsyncClient.send: no redirects, auth or cookies to handle
             # here, and skipping that layer halves the proxy's CPU per request.
-            response = await self.proxy.transport.handle_async_request(request)
+            response = await self.shared.transport.handle_async_request(request)
         except httpx.TimeoutException as exc:
             await self._upstream_failed(504, exc, "Together did not answer in time.", "upstream_timeout")
             return
@@ -223,7 +241,7 @@ class Exchange:
         watcher = SseWatcher(strip_usage_only=self.asked_for_usage, content_encoding=encoding)
         self.entry.stream = True
         await self._start_response(response, drop_length=self.asked_for_usage)
-        sample_limit = self.proxy.config.body_sample_max_bytes * 2
+        sample_limit = self.shared.body_sample_max_bytes * 2
         sample = BodyCapture(make_decoder(encoding), head_limit=sample_limit) if self.sampling else None
         try:
             async for chunk in response.stream:  # raw bytes as they arrive, still compressed if they are
@@ -387,7 +405,7 @@ class Exchange:
 
     def _sample(self, part: str, data: bytes) -> None:
         """Keep a redacted, size-capped copy of a body in the log entry."""
-        limit = self.proxy.config.body_sample_max_bytes
+        limit = self.shared.body_sample_max_bytes
         # Redact before cutting, so a secret cut in half by the cap cannot slip through.
         secrets = (self.credential.upstream_secret,) if self.credential else ()
         text = data[: limit * 2].decode("utf-8", errors="replace")
@@ -399,7 +417,7 @@ class Exchange:
         entry = self.entry
         entry.latency_ms = (time.perf_counter() - self.started) * 1000.0
         metrics.count_request(entry.status_code)
-        self.proxy.logs.put(entry)
+        self.shared.logs.put(entry)
 
 
 def _rate_limited(credential: Credential, limit: int, wait: float) -> Refusal:
