@@ -1,0 +1,35 @@
+"""Rate-limit snapshots moved from the pollers app to the keys app with their rows."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+from together_dash.keys.models import RateLimitSnapshot, TogetherKey
+from together_dash.pollers.testing import new_secret
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _migrate(*targets: tuple[str, str]) -> None:
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(list(targets))
+
+
+def test_snapshots_taken_before_the_move_are_still_there() -> None:
+    key = TogetherKey.create(name="main", secret=new_secret())
+    _migrate(("keys", "0002_audit_log_and_upstream_grace"), ("pollers", "0001_initial"))
+    assert "pollers_ratelimitsnapshot" in connection.introspection.table_names()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO pollers_ratelimitsnapshot (key_id, model, taken_at, source, headroom_pct)"
+            " VALUES (%s, 'm', CURRENT_TIMESTAMP, 'probe', 42.0)",
+            [key.pk],
+        )
+
+    _migrate(("keys", "0003_ratelimitsnapshot"), ("pollers", "0002_ratelimitsnapshot_moved_to_keys"))
+
+    assert "pollers_ratelimitsnapshot" not in connection.introspection.table_names()
+    assert list(RateLimitSnapshot.objects.values_list("key__name", "headroom_pct")) == [("main", 42.0)]
