@@ -93,7 +93,7 @@ class Traffic:
                 continue
             answer = Answer(response.status_code, response.headers.get("x-request-id", ""), time.monotonic())
             self.answers.append(answer)
-            await asyncio.sleep(self.pause)
+            await asyncio.sleep(self.pause)  # the pace of each client
 
 
 def metric(dashboard: Dashboard, name: str) -> float:

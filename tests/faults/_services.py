@@ -28,7 +28,7 @@ def restart_redis(host: str, port: int, down_seconds: float) -> None:
         shutdown = ["redis-cli", "-h", host, "-p", str(port), "shutdown", "nosave"]
         subprocess.run(shutdown, timeout=10, check=False)
         _wait(lambda: not redis_answers(host, port), f"Redis at {host}:{port} did not shut down")
-        time.sleep(down_seconds)
+        time.sleep(down_seconds)  # Redis stays away this long: the outage being simulated
     finally:
         if not redis_answers(host, port):
             subprocess.run(

@@ -50,7 +50,7 @@ def test_proxy_traffic_flows_through_a_restart_and_every_log_arrives_once(postgr
             traffic.wait_for(150)
             with postgres.outage():
                 down_from = time.monotonic()
-                time.sleep(OUTAGE_SECONDS)
+                time.sleep(OUTAGE_SECONDS)  # the outage lasts this long while traffic flows
                 down_until = time.monotonic()
         rows = wait_for_logs(postgres.url(name), total, timeout=40)
         dropped = metric(dashboard, DROPPED_METRIC)

@@ -16,6 +16,7 @@ from django.core.cache import cache
 from django.test import override_settings
 from django.utils import timezone
 
+from tests.waiting import wait_until
 from together_dash.keys import crypto, lifecycle, tasks
 from together_dash.keys.audit import Actor
 from together_dash.keys.cache import KEY_CACHE_VERSION, bump_key_cache_version, key_cache_version
@@ -24,6 +25,8 @@ from together_dash.keys.models import AppKey, AuditLog, TogetherKey
 from together_dash.pollers import schedule
 from together_dash.pollers.models import PollerHeartbeat
 from together_dash.proxy.app import Proxy, ProxyConfig
+from together_dash.together.client import key_fingerprint
+from together_dash.traffic.entries import LogEntry
 
 from .conftest import Together, new_secret
 
@@ -350,7 +353,8 @@ class ServedProxy:
 
     def __init__(self, key_cache_seconds: float = 60.0) -> None:
         config = ProxyConfig(base_url=settings.TOGETHER_BASE_URL, key_cache_seconds=key_cache_seconds)
-        self.app = Proxy(config, record=lambda entries: None)
+        self.logged: list[LogEntry] = []  # the proxy's request logs, each naming the secret's fingerprint
+        self.app = Proxy(config, record=self.logged.extend)
         self._socket = socket.socket()
         self._socket.bind(("127.0.0.1", 0))
         self.base_url = f"http://127.0.0.1:{self._socket.getsockname()[1]}/v1"
@@ -361,8 +365,7 @@ class ServedProxy:
 
     def __enter__(self) -> ServedProxy:
         self._thread.start()
-        while not self._server.started:
-            time.sleep(0.01)
+        wait_until(lambda: self._server.started, message="the proxy did not start")
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -377,10 +380,12 @@ class Traffic:
     def __init__(self, base_url: str, app_key: str, clients: int = 4) -> None:
         self.base_url, self.app_key = base_url, app_key
         self.statuses: list[tuple[float, int, str]] = []
+        # Per client, when it sent the request it last had an answer to.
+        self._last_answered_sent = [float("-inf")] * clients
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(clients)]
 
-    def _run(self) -> None:
+    def _run(self, client_number: int) -> None:
         body = {
             "model": "meta-llama/Llama-3.3-70B-Instruct-Turbo",
             "messages": [{"role": "user", "content": "hi"}],
@@ -388,8 +393,10 @@ class Traffic:
         headers = {"Authorization": f"Bearer {self.app_key}"}
         with httpx.Client(base_url=self.base_url, timeout=10) as client:
             while not self._stop.is_set():
+                sent = time.monotonic()
                 response = client.post("/chat/completions", json=body, headers=headers)
                 self.statuses.append((time.monotonic(), response.status_code, response.text[:300]))
+                self._last_answered_sent[client_number] = sent
 
     def __enter__(self) -> Traffic:
         for thread in self._threads:
@@ -409,9 +416,18 @@ class Traffic:
 
     def wait_for(self, count: int, after: float, timeout: float = 15.0) -> None:
         """Let traffic flow until `count` requests were answered after `after` (a busy machine is slow)."""
-        deadline = time.monotonic() + timeout
-        while self.count_after(after) < count and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: self.count_after(after) >= count, timeout, f"{count} answers did not come")
+
+    def wait_for_each_client(self, sent_after: float = float("-inf"), timeout: float = 15.0) -> None:
+        """Wait until every client has had an answer to a request it sent after `sent_after`."""
+        wait_until(lambda: min(self._last_answered_sent) > sent_after, timeout, "a client had no answer")
+
+
+def wait_for_switch(proxy: ServedProxy, secret: str) -> None:
+    """Wait until the proxy has forwarded a request with `secret` (it logs the fingerprint it used)."""
+    # Well within the proxy's 60 s key cache: only the key-state version can explain the switch.
+    wait_until(lambda: any(e.key_fingerprint == key_fingerprint(secret) for e in list(proxy.logged)),
+               timeout=15.0, message="the proxy did not switch to the new secret")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -421,9 +437,10 @@ def test_rotating_while_traffic_flows_fails_no_request(together: Together, key_a
     key = lifecycle.add_upstream_key("prod", old, actor)
     _, app_key = lifecycle.create_app_key("web", actor, upstream=key)
     with ServedProxy() as proxy, Traffic(proxy.base_url, app_key) as traffic:
-        time.sleep(0.5)
+        traffic.wait_for_each_client()
         lifecycle.rotate_upstream_key(key, new, actor)
-        time.sleep(SWITCH_SECONDS)
+        wait_for_switch(proxy, new)
+        traffic.wait_for_each_client(sent_after=time.monotonic())  # none still on its way with the old one
         together.revoke(old)  # the admin revokes the old secret at Together
         revoked_at = time.monotonic()
         traffic.wait_for(40, after=revoked_at)
@@ -437,7 +454,7 @@ def test_a_revoked_upstream_key_stops_proxy_traffic_at_once(together: Together, 
     key = lifecycle.add_upstream_key("prod", together.accepted_secret(), actor)
     _, app_key = lifecycle.create_app_key("web", actor, upstream=key)
     with ServedProxy() as proxy, Traffic(proxy.base_url, app_key, clients=2) as traffic:
-        time.sleep(0.3)
+        traffic.wait_for_each_client()  # the proxy holds the key's credential in its cache
         lifecycle.revoke_upstream_key(key, actor)
         revoked_at = time.monotonic()
         traffic.wait_for(10, after=revoked_at + SWITCH_SECONDS)

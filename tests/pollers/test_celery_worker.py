@@ -127,6 +127,11 @@ class CeleryWorker:
 
         self._wait(met, "the worker did not finish the task")
 
+    def wait_for_success(self, task_id: str) -> None:
+        """Wait until the worker logs that the task returned: nothing it does after that is still to come."""
+        succeeded = f"[{task_id}] succeeded"
+        self._wait(lambda: succeeded in self.log.read_text(), f"task {task_id} did not succeed")
+
     def _wait(self, condition: Callable[[], bool], failure: str) -> None:
         deadline = time.monotonic() + WAIT_SECONDS
         while time.monotonic() < deadline:

@@ -1,11 +1,10 @@
 """The app-key rate limit: exact in one process, shared by many through the cache within one sync."""
 from __future__ import annotations
 
-import time
-
 import pytest
 from django.core.cache import cache
 
+from tests.waiting import wait_until
 from together_dash.proxy.limits import CacheCounter, MinuteLimiter
 
 KEY = 7
@@ -129,10 +128,7 @@ def test_the_background_sync_runs_and_stops() -> None:
     limiter.start(every=0.01)
     try:
         admitted(limiter, 3, limit=10)
-        for _ in range(200):
-            if sum(shared.totals.values()) == 3:
-                break
-            time.sleep(0.01)
+        wait_until(lambda: sum(shared.totals.values()) == 3, message="the background sync did not run")
     finally:
         limiter.stop()
     assert sum(shared.totals.values()) == 3

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.waiting import async_wait_until
 from together_dash.proxy.testing import ServedApp, serve
 from together_dash.proxy.upstream import LeanTransport, proxy_transport
 
@@ -54,7 +55,7 @@ class Upstream:
                 self.disconnects += 1
                 return
             await send({"type": "http.response.body", "body": b"x" * 1000, "more_body": True})
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # a slow stream: the client has time to hang up mid-body
         await send({"type": "http.response.body", "body": b""})
 
 
@@ -98,7 +99,7 @@ def test_a_response_closed_before_its_end_closes_its_connection_and_the_server_s
         async for _ in response.stream:
             break
         await response.aclose()
-        await asyncio.sleep(0.3)
+        await async_wait_until(lambda: app.disconnects == 1, message="the server did not see the hang-up")
         await fetch(transport, "POST", f"{server.root_url}/echo", content=b"{}")
         await transport.aclose()
 

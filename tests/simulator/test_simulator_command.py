@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import httpx
 import pytest
 from django.core.management import CommandError, call_command
 
+from tests.waiting import wait_until
 from together_dash.simulator.management.commands.together_simulator import build_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,18 +74,20 @@ def server_process(scenario_file: Path) -> Iterator[str]:
         stderr=subprocess.PIPE,
     )
     root = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"{root}/_sim/health", timeout=0.5)
-            break
-        except httpx.TransportError:
-            time.sleep(0.05)
     try:
+        wait_until(lambda: _answers(f"{root}/_sim/health"), 20, "the simulator command did not start serving")
         yield root
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=10)
+
+
+def _answers(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=0.5)
+    except httpx.TransportError:
+        return False
+    return True
 
 
 def test_the_command_serves_the_api(server_process: str) -> None:
