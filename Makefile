@@ -8,18 +8,35 @@ PORT ?= 8000
 SIMULATOR_PORT ?= 8001
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test test-faults audit bench bench-scale bench-soak bench-peers setup venv npm deps collectstatic migrate lint clean
+.PHONY: run test test-faults audit bench bench-scale bench-soak bench-peers setup venv npm deps collectstatic migrate lint lock clean
 
 # ---- set-up ---------------------------------------------------------------------------------------
+# requirements.txt and requirements-dev.txt are locks compiled from the .in files (`make lock`): every
+# package, transitive ones too, pinned with its hashes, and pip refuses anything that does not match.
+# requirements-dev.txt holds the runtime set as well, at the same versions. pip itself is pinned there
+# too, so it is not upgraded unpinned beforehand: the venv's own pip installs the runtime lock.
 $(VENV)/.stamp-runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --require-hashes -r requirements.txt
 	touch $@
 
 $(VENV)/.stamp-dev: requirements-dev.txt requirements.txt $(VENV)/.stamp-runtime
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --require-hashes -r requirements-dev.txt
 	touch $@
+
+# Recompile the locks after editing requirements.in or requirements-dev.in. pip-compile keeps every pin
+# already in a lock that still satisfies the inputs, so only what was edited moves; add --upgrade-package
+# NAME to PIP_COMPILE_ARGS to move one more. pip-tools runs from a virtualenv of its own.
+PIP_COMPILE = .venv-piptools/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+  --no-emit-index-url --no-emit-find-links $(PIP_COMPILE_ARGS)
+.venv-piptools/.stamp:
+	test -x .venv-piptools/bin/python || $(PYTHON) -m venv .venv-piptools
+	.venv-piptools/bin/python -m pip install --quiet pip-tools==7.6.2
+	touch $@
+
+lock: .venv-piptools/.stamp
+	$(PIP_COMPILE) --output-file=requirements.txt requirements.in
+	$(PIP_COMPILE) --output-file=requirements-dev.txt requirements-dev.in
 
 node_modules/.stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -29,6 +46,8 @@ venv: $(VENV)/.stamp-runtime
 npm: node_modules/.stamp
 deps: venv npm
 
+# The tool virtualenvs (.venv-sdk1 and .venv-litellm below, .venv-piptools above) install one pinned
+# package each without hashes: they are kept apart from .venv and are not part of what together-dash runs on.
 # The together 1.5.x SDK in its own virtualenv: the dataset validator's verdicts are tested against its check_file.
 .venv-sdk1/.stamp:
 	test -x .venv-sdk1/bin/python || $(PYTHON) -m venv .venv-sdk1
@@ -113,4 +132,4 @@ audit: $(VENV)/.stamp-dev
 	  $$(grep -oE '^[A-Za-z0-9-]+' .pip-audit-ignore | sed 's/^/--ignore-vuln /')
 
 clean:
-	rm -rf $(VENV) .venv-litellm node_modules staticfiles var
+	rm -rf $(VENV) .venv-litellm .venv-piptools node_modules staticfiles var

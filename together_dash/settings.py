@@ -3,7 +3,8 @@
 The first run needs no environment variable at all: SQLite in ./var, DEBUG on, console email,
 a filesystem Celery broker and the simulator as upstream. Everything real switches on by env var.
 Misconfiguration for production is reported by system checks (together_dash/core/checks.py),
-never by an exception at import time.
+never by an exception at import time; only a value that cannot be read at all (a boolean that is
+neither true nor false) stops startup, since no value could be given to the setting.
 """
 from __future__ import annotations
 
@@ -12,11 +13,27 @@ from pathlib import Path
 
 import environ
 from cryptography.fernet import Fernet
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("TOGETHER_DASH_VAR_DIR", default=str(BASE_DIR / "var")))
 
 env = environ.Env()
+
+_BOOLEANS = {
+    "true": True, "false": False, "1": True, "0": False, "yes": True, "no": False, "on": True, "off": False,
+}
+
+
+def env_bool(name: str, default: bool) -> bool:
+    """Read a boolean variable strictly: a typo such as DEBUG=ture is an error, not False."""
+    if name not in env.ENVIRON:
+        return default
+    value = env.ENVIRON[name]
+    if value.strip().lower() not in _BOOLEANS:
+        accepted = "/".join(_BOOLEANS)
+        raise ImproperlyConfigured(f"{name}={value!r} is not a boolean: use one of {accepted} (any case).")
+    return _BOOLEANS[value.strip().lower()]
 
 
 def _kept_locally(name: str, make: callable) -> str:
@@ -29,7 +46,7 @@ def _kept_locally(name: str, make: callable) -> str:
     return path.read_text().strip()
 
 
-DEBUG = env.bool("DEBUG", default=True)
+DEBUG = env_bool("DEBUG", default=True)
 
 # SECRET_KEY: required when DEBUG is off (check together_dash.E001); kept in ./var in development.
 SECRET_KEY_FROM_ENV = "SECRET_KEY" in env.ENVIRON
@@ -173,7 +190,7 @@ TOGETHER_API_KEY = env.str("TOGETHER_API_KEY", default="")
 TOGETHER_BASE_URL = env.str("TOGETHER_BASE_URL", default="https://api.together.xyz/v1")
 TOGETHER_TIMEOUT = env.float("TOGETHER_TIMEOUT", default=60.0)
 TOGETHER_CONNECT_TIMEOUT = env.float("TOGETHER_CONNECT_TIMEOUT", default=5.0)
-DEMO_MODE = env.bool("DEMO_MODE", default=False)
+DEMO_MODE = env_bool("DEMO_MODE", default=False)
 
 # Request logs and rollups (together_dash/traffic): retention and ingest limits.
 REQUEST_LOG_RETENTION_DAYS = env.int("REQUEST_LOG_RETENTION_DAYS", default=30)
@@ -187,7 +204,7 @@ INGEST_MAX_RECORDS = env.int("INGEST_MAX_RECORDS", default=10_000)
 # Request logs wait in a bounded in-memory buffer and are written in batches; when the database is
 # down they are held up to PROXY_LOG_BUFFER_SIZE and the rest are dropped and counted.
 # PROXY_BODY_SAMPLE_RATE: share of requests (0.0-1.0) whose bodies are kept, redacted and capped.
-PROXY_PASSTHROUGH = env.bool("PROXY_PASSTHROUGH", default=False)
+PROXY_PASSTHROUGH = env_bool("PROXY_PASSTHROUGH", default=False)
 PROXY_KEY_CACHE_SECONDS = env.float("PROXY_KEY_CACHE_SECONDS", default=2.0)
 PROXY_LOG_BUFFER_SIZE = env.int("PROXY_LOG_BUFFER_SIZE", default=10_000)
 PROXY_LOG_BATCH_SIZE = env.int("PROXY_LOG_BATCH_SIZE", default=500)
@@ -236,7 +253,7 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
@@ -244,14 +261,14 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # Production hardening; `manage.py check --deploy` is clean when DEBUG is off and these defaults stand.
-BEHIND_TLS_PROXY = env.bool("BEHIND_TLS_PROXY", default=False)
+BEHIND_TLS_PROXY = env_bool("BEHIND_TLS_PROXY", default=False)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BEHIND_TLS_PROXY else None
-SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
-SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
-CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
-SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"

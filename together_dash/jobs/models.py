@@ -14,9 +14,6 @@ from together_dash.together.types import BatchStatus, FineTuneStatus
 
 
 class FineTuneJobQuerySet(models.QuerySet):
-    def active(self) -> FineTuneJobQuerySet:
-        return self.exclude(status__in=FineTuneStatus.TERMINAL)
-
     def waiting_too_long(self, now: datetime, threshold: timedelta) -> FineTuneJobQuerySet:
         """Pending or queued for longer than threshold."""
         return self.filter(
@@ -92,14 +89,6 @@ class FineTuneJob(models.Model):
     @property
     def failed(self) -> bool:
         return self.status in (FineTuneStatus.ERROR, FineTuneStatus.USER_ERROR)
-
-    @property
-    def needs_events(self) -> bool:
-        """Not finished, or changed since its events were last fetched."""
-        return not self.is_finished or self.events_synced_status != self.status
-
-    def is_stuck_at(self, now: datetime, threshold: timedelta) -> bool:
-        return self.status in self.WAITING_STATUSES and now - self.status_changed_at > threshold
 
 
 def event_digest(created_at: datetime | None, type_normalized: str, message: str) -> str:

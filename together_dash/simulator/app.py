@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable
 
 from together_dash.simulator import (
     account,
-    admin,
     batches,
     completions,
+    control,
     errors,
     faults,
     files,
@@ -105,7 +105,7 @@ class SimulatorApp:
         request = Request(scope, receive, send)
         if request.path.startswith("/_sim/"):
             await request.read_body()
-            await wire.send_response(send, receive, await admin.handle(self.state, request), [])
+            await wire.send_response(send, receive, await control.handle(self.state, request), [])
             return
         try:
             response = await self._respond(request)

@@ -19,7 +19,6 @@ from together_dash.together.errors import ClassifiedError, classify_bad_response
 from together_dash.together.ratelimits import RateLimitInfo, parse_ratelimit_headers
 from together_dash.together.types import (
     BatchJob,
-    ChatCompletion,
     FileObject,
     FineTuneEvent,
     FineTuneJob,
@@ -156,12 +155,6 @@ def _bytes(data: bytes) -> bytes:
 def _models_call(dedicated: bool) -> _Call[list[Model]]:
     params = {"dedicated": "true"} if dedicated else None
     return _Call("GET", "/models", _list_of(Model.from_json), params=params)
-
-
-def _chat_call(payload: Mapping[str, Any]) -> _Call[ChatCompletion]:
-    if payload.get("stream"):
-        raise ValueError("chat_completion is non-streaming; streams go through the proxy")
-    return _Call("POST", "/chat/completions", ChatCompletion.from_json, json=dict(payload))
 
 
 def _create_fine_tune_call(params: Mapping[str, Any]) -> _Call[FineTuneJob]:
@@ -366,10 +359,6 @@ class TogetherClient(_BaseClient):
         """GET /whoami: organisation and project of the key."""
         return self._run(_Call("GET", "/whoami", WhoAmI.from_json))
 
-    def chat_completion(self, payload: Mapping[str, Any]) -> ApiResult[ChatCompletion]:
-        """POST /chat/completions without streaming."""
-        return self._run(_chat_call(payload))
-
     def list_fine_tunes(self) -> ApiResult[list[FineTuneJob]]:
         """GET /fine-tunes (truncated job objects)."""
         return self._run(_Call("GET", "/fine-tunes", _list_of(FineTuneJob.from_json)))
@@ -387,39 +376,15 @@ class TogetherClient(_BaseClient):
         """POST /fine-tunes with the request fields as keyword arguments."""
         return self._run(_create_fine_tune_call(params))
 
-    def cancel_fine_tune(self, job_id: str) -> ApiResult[FineTuneJob]:
-        """POST /fine-tunes/{id}/cancel."""
-        return self._run(_Call("POST", f"/fine-tunes/{_segment(job_id)}/cancel", FineTuneJob.from_json))
-
     def list_batches(self) -> ApiResult[list[BatchJob]]:
         """GET /batches (a bare array)."""
         return self._run(_Call("GET", "/batches", _list_of(BatchJob.from_json)))
-
-    def get_batch(self, batch_id: str) -> ApiResult[BatchJob]:
-        """GET /batches/{id}."""
-        return self._run(_Call("GET", f"/batches/{_segment(batch_id)}", BatchJob.from_json))
 
     def create_batch(
         self, input_file_id: str, endpoint: str = "/v1/chat/completions", **params: Any
     ) -> ApiResult[BatchJob]:
         """POST /batches; the 201 {job, warning} wrapper is unwrapped into BatchJob."""
         return self._run(_create_batch_call(input_file_id, endpoint, params))
-
-    def cancel_batch(self, batch_id: str) -> ApiResult[BatchJob]:
-        """POST /batches/{id}/cancel."""
-        return self._run(_Call("POST", f"/batches/{_segment(batch_id)}/cancel", BatchJob.from_json))
-
-    def list_files(self) -> ApiResult[list[FileObject]]:
-        """GET /files."""
-        return self._run(_Call("GET", "/files", _list_of(FileObject.from_json)))
-
-    def get_file(self, file_id: str) -> ApiResult[FileObject]:
-        """GET /files/{id}."""
-        return self._run(_Call("GET", f"/files/{_segment(file_id)}", FileObject.from_json))
-
-    def file_content(self, file_id: str) -> ApiResult[bytes]:
-        """GET /files/{id}/content, whole in memory; use iter_file_content for big files."""
-        return self._run(_content_call(file_id))
 
     def upload_file(
         self,
@@ -535,10 +500,6 @@ class AsyncTogetherClient(_BaseClient):
         """GET /whoami: organisation and project of the key."""
         return await self._run(_Call("GET", "/whoami", WhoAmI.from_json))
 
-    async def chat_completion(self, payload: Mapping[str, Any]) -> ApiResult[ChatCompletion]:
-        """POST /chat/completions without streaming."""
-        return await self._run(_chat_call(payload))
-
     async def list_fine_tunes(self) -> ApiResult[list[FineTuneJob]]:
         """GET /fine-tunes (truncated job objects)."""
         return await self._run(_Call("GET", "/fine-tunes", _list_of(FineTuneJob.from_json)))
@@ -556,39 +517,15 @@ class AsyncTogetherClient(_BaseClient):
         """POST /fine-tunes with the request fields as keyword arguments."""
         return await self._run(_create_fine_tune_call(params))
 
-    async def cancel_fine_tune(self, job_id: str) -> ApiResult[FineTuneJob]:
-        """POST /fine-tunes/{id}/cancel."""
-        return await self._run(_Call("POST", f"/fine-tunes/{_segment(job_id)}/cancel", FineTuneJob.from_json))
-
     async def list_batches(self) -> ApiResult[list[BatchJob]]:
         """GET /batches (a bare array)."""
         return await self._run(_Call("GET", "/batches", _list_of(BatchJob.from_json)))
-
-    async def get_batch(self, batch_id: str) -> ApiResult[BatchJob]:
-        """GET /batches/{id}."""
-        return await self._run(_Call("GET", f"/batches/{_segment(batch_id)}", BatchJob.from_json))
 
     async def create_batch(
         self, input_file_id: str, endpoint: str = "/v1/chat/completions", **params: Any
     ) -> ApiResult[BatchJob]:
         """POST /batches; the 201 {job, warning} wrapper is unwrapped into BatchJob."""
         return await self._run(_create_batch_call(input_file_id, endpoint, params))
-
-    async def cancel_batch(self, batch_id: str) -> ApiResult[BatchJob]:
-        """POST /batches/{id}/cancel."""
-        return await self._run(_Call("POST", f"/batches/{_segment(batch_id)}/cancel", BatchJob.from_json))
-
-    async def list_files(self) -> ApiResult[list[FileObject]]:
-        """GET /files."""
-        return await self._run(_Call("GET", "/files", _list_of(FileObject.from_json)))
-
-    async def get_file(self, file_id: str) -> ApiResult[FileObject]:
-        """GET /files/{id}."""
-        return await self._run(_Call("GET", f"/files/{_segment(file_id)}", FileObject.from_json))
-
-    async def file_content(self, file_id: str) -> ApiResult[bytes]:
-        """GET /files/{id}/content, whole in memory; use iter_file_content for big files."""
-        return await self._run(_content_call(file_id))
 
     async def upload_file(
         self,

@@ -159,7 +159,6 @@ class ClassifiedError:
     error_code: str | None = None
     param: str | None = None
     request_id: str | None = None
-    suggested_model: str | None = None
 
     @property
     def pauses_traffic(self) -> bool:

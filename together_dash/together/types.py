@@ -176,81 +176,6 @@ def _required_id(data: Mapping[str, Any]) -> str:
     return value
 
 
-# ---- chat --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Token usage of one completion; cached_tokens is sent by the live API though not in the spec."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-    cached_tokens: int = 0
-
-    @classmethod
-    def from_json(cls, data: Any) -> Self:
-        """Build from a `usage` object."""
-        data = _mapping(data)
-        return cls(**{name: _int(data.get(name)) or 0 for name in cls.__dataclass_fields__})
-
-
-@dataclass(frozen=True, slots=True)
-class ChatChoice:
-    """One choice of a chat completion."""
-
-    index: int = 0
-    role: str | None = None
-    content: str | None = None
-    finish_reason: str | None = None
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    @classmethod
-    def from_json(cls, data: Any) -> Self:
-        """Build from one element of `choices`."""
-        data = _mapping(data)
-        message = data.get("message") if isinstance(data.get("message"), Mapping) else {}
-        return cls(
-            index=_int(data.get("index")) or 0,
-            role=_str(message.get("role")),
-            content=_str(message.get("content")),
-            finish_reason=_str(data.get("finish_reason")),
-            raw=data,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class ChatCompletion:
-    """A non-streamed chat completion."""
-
-    id: str | None = None
-    model: str | None = None
-    object: str | None = None
-    created: int | None = None
-    choices: tuple[ChatChoice, ...] = ()
-    usage: Usage | None = None
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    @classmethod
-    def from_json(cls, data: Any) -> Self:
-        """Build from a chat.completion object."""
-        data = _mapping(data)
-        usage = data.get("usage")
-        return cls(
-            id=_str(data.get("id")),
-            model=_str(data.get("model")),
-            object=_str(data.get("object")),
-            created=_int(data.get("created")),
-            choices=tuple(ChatChoice.from_json(item) for item in _objects(data.get("choices"))),
-            usage=Usage.from_json(usage) if isinstance(usage, Mapping) else None,
-            raw=data,
-        )
-
-    @property
-    def content(self) -> str | None:
-        """The first choice's text, the common case."""
-        return self.choices[0].content if self.choices else None
-
-
 # ---- fine-tunes --------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -262,13 +187,6 @@ class FineTuneEvent:
     message: str | None = None
     type: str | None = None
     step: int | None = None
-    total_steps: int | None = None
-    param_count: int | None = None
-    token_count: int | None = None
-    wandb_url: str | None = None
-    checkpoint_path: str | None = None
-    model_path: str | None = None
-    hash: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -281,13 +199,6 @@ class FineTuneEvent:
             message=_str(data.get("message")),
             type=_str(data.get("type")),
             step=_int(data.get("step")),
-            total_steps=_int(data.get("total_steps")),
-            param_count=_int(data.get("param_count")),
-            token_count=_int(data.get("token_count")),
-            wandb_url=_str(data.get("wandb_url")),
-            checkpoint_path=_str(data.get("checkpoint_path")),
-            model_path=_str(data.get("model_path")),
-            hash=_str(data.get("hash")),
             raw=data,
         )
 
@@ -317,9 +228,7 @@ class FineTuneJob:
     token_count: int | None = None
     param_count: int | None = None
     total_price: int | None = None
-    queue_depth: int | None = None
     seconds_remaining: int | None = None
-    estimate_available: bool | None = None
     events: tuple[FineTuneEvent, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -346,9 +255,7 @@ class FineTuneJob:
             token_count=_int(data.get("token_count")),
             param_count=_int(data.get("param_count")),
             total_price=_int(data.get("total_price")),
-            queue_depth=_int(data.get("queue_depth")),
             seconds_remaining=_int(progress.get("seconds_remaining")),
-            estimate_available=_bool(progress.get("estimate_available")),
             events=tuple(FineTuneEvent.from_json(item) for item in _objects(data.get("events"))),
             raw=data,
         )

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from together_dash.settings import env_bool
+
+ROOT = Path(__file__).resolve().parents[2]
+BOOLEAN_SETTINGS = (
+    "DEBUG", "DEMO_MODE", "PROXY_PASSTHROUGH", "CELERY_TASK_ALWAYS_EAGER", "BEHIND_TLS_PROXY",
+    "SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_HSTS_INCLUDE_SUBDOMAINS",
+    "SECURE_HSTS_PRELOAD",
+)
+ACCEPTED = "true/false/1/0/yes/no/on/off"
+
+
+def _run(tmp_path: Path, args: list[str], **variables: str) -> subprocess.CompletedProcess[str]:
+    env = {name: value for name, value in os.environ.items() if name not in BOOLEAN_SETTINGS}
+    env.update(TOGETHER_DASH_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="together_dash.settings")
+    env.update(variables)
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_a_misspelt_debug_stops_manage_py(tmp_path: Path) -> None:
+    done = _run(tmp_path, ["manage.py", "check"], DEBUG="ture")
+    assert done.returncode != 0
+    assert f"DEBUG='ture' is not a boolean: use one of {ACCEPTED} (any case)." in done.stderr
+
+
+@pytest.mark.parametrize("name", ["SESSION_COOKIE_SECURE", "DEMO_MODE"])
+def test_a_misspelt_boolean_stops_the_settings_import(tmp_path: Path, name: str) -> None:
+    done = _run(tmp_path, ["-c", "import together_dash.settings"], **{name: "treu"})
+    assert done.returncode != 0
+    assert f"{name}='treu' is not a boolean: use one of {ACCEPTED} (any case)." in done.stderr
+
+
+def test_good_values_reach_the_settings(tmp_path: Path) -> None:
+    code = (
+        "import json, django; from django.conf import settings; django.setup(); "
+        f"print(json.dumps({{name: getattr(settings, name) for name in {list(BOOLEAN_SETTINGS)!r}}}))"
+    )
+    done = _run(
+        tmp_path, ["-c", code], DEBUG="Off", DEMO_MODE="YES", PROXY_PASSTHROUGH="1",
+        SESSION_COOKIE_SECURE="on", SECURE_HSTS_PRELOAD="False",
+    )
+    assert done.returncode == 0, done.stderr
+    values = json.loads(done.stdout.strip().splitlines()[-1])
+    assert values["DEBUG"] is False
+    assert values["DEMO_MODE"] is True
+    assert values["PROXY_PASSTHROUGH"] is True
+    assert values["SESSION_COOKIE_SECURE"] is True
+    assert values["SECURE_HSTS_PRELOAD"] is False
+    assert values["CELERY_TASK_ALWAYS_EAGER"] is False  # unset: its default
+    assert values["CSRF_COOKIE_SECURE"] is True  # unset: its default with DEBUG off
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("true", True), ("TRUE", True), ("1", True), ("yes", True), ("Yes", True), ("on", True),
+        (" On ", True),
+        ("false", False), ("False", False), ("0", False), ("no", False), ("NO", False), ("off", False),
+    ],
+)
+def test_it_reads_every_accepted_spelling(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: bool
+) -> None:
+    monkeypatch.setenv("SOME_FLAG", value)
+    assert env_bool("SOME_FLAG", default=not expected) is expected
+
+
+def test_an_unset_variable_takes_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SOME_FLAG", raising=False)
+    assert env_bool("SOME_FLAG", default=True) is True
+    assert env_bool("SOME_FLAG", default=False) is False
+
+
+@pytest.mark.parametrize("value", ["ture", "treu", "", "y", "ok", "2", "enabled"])
+def test_it_refuses_anything_else(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("SOME_FLAG", value)
+    with pytest.raises(ImproperlyConfigured, match=f"^SOME_FLAG={value!r} is not a boolean"):
+        env_bool("SOME_FLAG", default=False)
