@@ -160,7 +160,7 @@ def test_the_openai_sdk_streams_through_the_proxy(proxy: RunningProxy, app_key: 
 
 
 def test_the_together_sdk_streams_and_completes_through_the_proxy(proxy: RunningProxy, app_key: str) -> None:
-    client = together_client(proxy.base_url, app_key)
+    client = together_client(proxy.root_url, app_key)
     chunks = list(client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True))
     completion = client.chat.completions.create(model=MODEL, messages=MESSAGES)
 
@@ -284,7 +284,7 @@ def test_the_together_sdk_gets_the_same_402_as_directly(
     proxy: RunningProxy, fresh_simulator: RunningSimulator, app_key: str
 ) -> None:
     errors = []
-    for base_url, key in ((fresh_simulator.base_url, "k"), (proxy.base_url, app_key)):
+    for base_url, key in ((fresh_simulator.root_url, "k"), (proxy.root_url, app_key)):
         with pytest.raises(together.APIStatusError) as excinfo:
             together_client(base_url, key).chat.completions.create(
                 model=MODEL, messages=MESSAGES, extra_headers={"X-Simulate": "402"})

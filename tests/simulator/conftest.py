@@ -27,7 +27,8 @@ def openai_client(sim: RunningSimulator) -> Iterator[openai.OpenAI]:
 
 @pytest.fixture
 def together_client(sim: RunningSimulator) -> Iterator[together.Together]:
-    with together.Together(base_url=sim.base_url, api_key=API_KEY, max_retries=0, timeout=10) as client:
+    # together 3.x puts the version in each path (/v1/..., /v2/..., /v3/...): its base URL is the root.
+    with together.Together(base_url=sim.root_url, api_key=API_KEY, max_retries=0, timeout=10) as client:
         yield client
 
 

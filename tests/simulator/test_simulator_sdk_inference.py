@@ -59,7 +59,7 @@ def test_openai_sdk_sees_the_same_bare_array_it_sees_from_together(openai_client
 def test_whoami_is_stable_per_key(sim: Any, together_client: together.Together) -> None:
     first = together_client.whoami()
     again = together_client.whoami()
-    other = together.Together(base_url=sim.base_url, api_key="another-key", max_retries=0).whoami()
+    other = together.Together(base_url=sim.root_url, api_key="another-key", max_retries=0).whoami()
 
     assert first == again
     assert first.api_key_id != other.api_key_id

@@ -81,7 +81,13 @@ class RunningProxy:
 
     @property
     def base_url(self) -> str:
+        """The OpenAI SDK's (and together 2.x's) base URL."""
         return f"{self.server.root_url}/v1"
+
+    @property
+    def root_url(self) -> str:
+        """together 3.x's base URL: every resource path carries its own version."""
+        return self.server.root_url
 
 
 @contextlib.contextmanager
