@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 
 from together_dash.keys.models import TogetherKey
 from together_dash.traffic.entries import LogEntry
-from together_dash.traffic.models import UsageHour, UsageMinute
+from together_dash.traffic.models import UsageDay, UsageHour, UsageMinute
 from together_dash.traffic.recording import record_entries
 from together_dash.traffic.usage import align, pick_step, usage_breakdown, usage_series, usage_totals
 
@@ -64,6 +64,19 @@ def test_rollups_count_requests_errors_tokens_and_latency(upstream: TogetherKey)
     hour = UsageHour.objects.get(bucket=T0.replace(minute=0, second=0), model=MODEL, upstream_key=upstream)
     assert (hour.requests, hour.errors_rate_limit, hour.latency_count) == (4, 1, 3)
     assert UsageHour.objects.count() == 3
+    midnight = T0.replace(hour=0, minute=0, second=0)
+    day = UsageDay.objects.get(bucket=midnight, model=MODEL, upstream_key=upstream)
+    assert (day.requests, day.errors_rate_limit, day.latency_count, day.total_tokens) == (4, 1, 3, 30)
+    assert UsageDay.objects.count() == 3
+
+
+def test_day_rollups_take_each_request_in_its_utc_day(upstream: TogetherKey) -> None:
+    late = datetime(2026, 3, 1, 23, 59, 59, tzinfo=UTC)
+    india = timezone(timedelta(hours=5, minutes=30))
+    record_entries([ok(upstream, late), ok(upstream, late + timedelta(seconds=1)),
+                    ok(upstream, datetime(2026, 3, 2, 4, 0, tzinfo=india))])  # 22:30 UTC on the 1st
+    days = dict(UsageDay.objects.values_list("bucket", "requests"))
+    assert days == {datetime(2026, 3, 1, tzinfo=UTC): 2, datetime(2026, 3, 2, tzinfo=UTC): 1}
 
 
 def test_each_latency_lands_in_exactly_one_histogram_bucket(upstream: TogetherKey) -> None:
