@@ -218,11 +218,16 @@ def bucketed(
 
 def _piece_rows(found: list[Piece], key_id: int | None, model: str | None) -> Iterable[QuerySet[UsageRollup]]:
     """One queryset per rollup table, covering every piece of that table."""
-    spans: dict[type[UsageRollup], list[Q]] = {}
-    for table, first, last in found:
-        spans.setdefault(table, []).append(Q(bucket__gte=first, bucket__lt=last))
+    spans: dict[type[UsageRollup], list[list[datetime]]] = {}
+    for table, first, last in sorted(found, key=lambda piece: piece[1]):
+        joined = spans.setdefault(table, [])
+        # Adjacent spans become one: a single range scans the bucket index, an OR of ranges may not.
+        if joined and joined[-1][1] == first:
+            joined[-1][1] = last
+        else:
+            joined.append([first, last])
     for table, within in spans.items():
-        rows = table.objects.filter(reduce(operator.or_, within))
+        rows = table.objects.filter(reduce(operator.or_, (Q(bucket__gte=a, bucket__lt=b) for a, b in within)))
         if key_id is not None:
             rows = rows.filter(upstream_key_id=key_id)
         if model:
