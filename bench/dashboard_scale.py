@@ -206,6 +206,7 @@ def database_size(scratch: Scratch) -> dict[str, Any]:
         rollups = conn.execute(
             "SELECT pg_total_relation_size('traffic_usageminute')"
             " + pg_total_relation_size('traffic_usagehour')"
+            " + pg_total_relation_size('traffic_usageday')"
         ).fetchone()[0]
     return {
         "database_mb": round(database / 2**20),

@@ -181,9 +181,9 @@ def django_backend_pid() -> int:
 def empty_tables() -> None:
     from django.db import connection
 
-    from together_dash.traffic.models import ErrorGroup, RequestLog, UsageHour, UsageMinute
+    from together_dash.traffic.models import ErrorGroup, RequestLog, UsageDay, UsageHour, UsageMinute
 
-    tables = ", ".join(m._meta.db_table for m in (RequestLog, ErrorGroup, UsageMinute, UsageHour))
+    tables = ", ".join(m._meta.db_table for m in (RequestLog, ErrorGroup, UsageMinute, UsageHour, UsageDay))
     with connection.cursor() as cursor:
         cursor.execute(f"TRUNCATE {tables}")  # noqa: S608 (table names from _meta)
 

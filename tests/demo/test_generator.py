@@ -32,6 +32,7 @@ from together_dash.traffic.models import (
     LATENCY_COLUMNS,
     ErrorGroup,
     RequestLog,
+    UsageDay,
     UsageHour,
     UsageMinute,
     UsageRollup,
@@ -49,6 +50,8 @@ def generate(count: int = 3000, **options: object) -> None:
 
 def bucket_of(at: datetime, step: str) -> datetime:
     at = at.replace(second=0, microsecond=0)
+    if step == "day":
+        return at.replace(hour=0, minute=0)
     return at.replace(minute=0) if step == "hour" else at
 
 
@@ -204,6 +207,8 @@ def test_errors_span_the_taxonomy_in_realistic_proportions() -> None:
 def test_rollups_equal_the_logs_aggregated_directly() -> None:
     generate(3000, days=2)
 
+    assert_rollups_match(UsageDay, aggregate_logs("day"))
+    assert UsageDay.objects.values("bucket").distinct().count() == 3  # two days back from 12:30
     assert_rollups_match(UsageHour, aggregate_logs("hour"))
     since = minute_rollups_since(NOW.replace(second=0, microsecond=0))
     assert_rollups_match(UsageMinute, aggregate_logs("minute", since))
@@ -225,6 +230,7 @@ def test_a_second_run_adds_to_the_same_rollups_and_groups() -> None:
     generate(2000, days=1, seed=2)
 
     assert RequestLog.objects.count() == 4000
+    assert_rollups_match(UsageDay, aggregate_logs("day"))
     assert_rollups_match(UsageHour, aggregate_logs("hour"))
     assert_rollups_match(UsageMinute, aggregate_logs("minute"))
     assert_groups_match_logs()
@@ -252,6 +258,7 @@ def test_truncate_starts_over() -> None:
 
     assert RequestLog.objects.count() == 1000
     assert sum(UsageHour.objects.values_list("requests", flat=True)) == 1000
+    assert sum(UsageDay.objects.values_list("requests", flat=True)) == 1000
     assert (
         sum(ErrorGroup.objects.values_list("count", flat=True))
         == RequestLog.objects.exclude(category="").count()

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -10,9 +10,16 @@ from django.test.utils import CaptureQueriesContext
 
 from together_dash.keys.models import TogetherKey
 from together_dash.traffic.entries import LogEntry
-from together_dash.traffic.models import UsageHour, UsageMinute
+from together_dash.traffic.models import UsageDay, UsageHour, UsageMinute
 from together_dash.traffic.recording import record_entries
-from together_dash.traffic.usage import align, pick_step, usage_breakdown, usage_series, usage_totals
+from together_dash.traffic.rollups import (
+    align,
+    pick_step,
+    pieces,
+    usage_breakdown,
+    usage_series,
+    usage_totals,
+)
 
 NOW = datetime(2026, 3, 1, 12, 30, 0, tzinfo=UTC)
 T0 = datetime(2026, 3, 1, 12, 0, 5, tzinfo=UTC)
@@ -64,6 +71,19 @@ def test_rollups_count_requests_errors_tokens_and_latency(upstream: TogetherKey)
     hour = UsageHour.objects.get(bucket=T0.replace(minute=0, second=0), model=MODEL, upstream_key=upstream)
     assert (hour.requests, hour.errors_rate_limit, hour.latency_count) == (4, 1, 3)
     assert UsageHour.objects.count() == 3
+    midnight = T0.replace(hour=0, minute=0, second=0)
+    day = UsageDay.objects.get(bucket=midnight, model=MODEL, upstream_key=upstream)
+    assert (day.requests, day.errors_rate_limit, day.latency_count, day.total_tokens) == (4, 1, 3, 30)
+    assert UsageDay.objects.count() == 3
+
+
+def test_day_rollups_take_each_request_in_its_utc_day(upstream: TogetherKey) -> None:
+    late = datetime(2026, 3, 1, 23, 59, 59, tzinfo=UTC)
+    india = timezone(timedelta(hours=5, minutes=30))
+    record_entries([ok(upstream, late), ok(upstream, late + timedelta(seconds=1)),
+                    ok(upstream, datetime(2026, 3, 2, 4, 0, tzinfo=india))])  # 22:30 UTC on the 1st
+    days = dict(UsageDay.objects.values_list("bucket", "requests"))
+    assert days == {datetime(2026, 3, 1, tzinfo=UTC): 2, datetime(2026, 3, 2, tzinfo=UTC): 1}
 
 
 def test_each_latency_lands_in_exactly_one_histogram_bucket(upstream: TogetherKey) -> None:
@@ -96,9 +116,23 @@ def test_an_error_outside_the_taxonomy_counts_as_a_request_only(upstream: Togeth
 @time_machine.travel(NOW, tick=False)
 def test_a_short_range_reads_minutes_and_a_long_one_hours() -> None:
     assert pick_step(NOW - timedelta(hours=1), NOW) == "minute"
-    assert pick_step(NOW - timedelta(hours=24), NOW) == "minute"
-    assert pick_step(NOW - timedelta(hours=25), NOW) == "hour"
+    assert pick_step(NOW - timedelta(hours=3), NOW) == "minute"  # the pages' rule, which the API now shares
+    assert pick_step(NOW - timedelta(hours=3, minutes=1), NOW) == "hour"
+    assert pick_step(NOW - timedelta(hours=24), NOW) == "hour"
     assert pick_step(NOW - timedelta(days=10), NOW - timedelta(days=9, hours=12)) == "hour"  # minutes pruned
+
+
+def test_a_month_reads_whole_days_then_hours_then_minutes_toward_its_edges() -> None:
+    start, end = datetime(2026, 2, 1, 10, 30, 15, tzinfo=UTC), datetime(2026, 3, 3, 8, 20, 40, tzinfo=UTC)
+    at = datetime.combine
+
+    assert pieces(start, end, now=end) == [
+        (UsageDay, datetime(2026, 2, 2, tzinfo=UTC), datetime(2026, 3, 3, tzinfo=UTC)),
+        (UsageHour, at(start.date(), time(11), UTC), datetime(2026, 2, 2, tzinfo=UTC)),
+        (UsageHour, at(start.date(), time(10), UTC), at(start.date(), time(11), UTC)),  # minutes pruned
+        (UsageHour, datetime(2026, 3, 3, tzinfo=UTC), at(end.date(), time(8), UTC)),
+        (UsageMinute, at(end.date(), time(8), UTC), at(end.date(), time(8, 21), UTC)),
+    ]
 
 
 def test_align_rounds_out_to_whole_buckets() -> None:

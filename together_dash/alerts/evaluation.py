@@ -26,7 +26,7 @@ from together_dash.pollers.models import PollerKeyState
 from together_dash.pollers.runs import stale_pollers
 from together_dash.proxy.metrics import dropped_logs_total
 from together_dash.traffic.models import ErrorGroup
-from together_dash.traffic.usage import billing_errors_since, minute_totals_since
+from together_dash.traffic.rollups import billing_errors_since, minute_totals_since
 
 if TYPE_CHECKING:
     from together_dash.traffic.recording import KeyOutcome

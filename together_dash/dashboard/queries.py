@@ -1,26 +1,23 @@
 """Every read the dashboard makes. Each one is bounded and served by an index, whatever the table sizes.
 
-Counts over time come from the usage rollups (one row per bucket, key and model), never from
-aggregating RequestLog; only the sums a page shows are computed. RequestLog itself is read in keyset
+Counts over time come from the usage rollups through traffic.rollups, the reader the usage API uses
+too (one rule for buckets and edges), never from aggregating RequestLog; only the sums a page shows
+are computed. RequestLog itself is read in keyset
 pages of a bounded window (the explorer) or as one error group's latest occurrences, capped.
 """
 
 from __future__ import annotations
 
-import math
 import operator
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import reduce
 from typing import Any, Literal
 
 from django.apps import apps
-from django.conf import settings
-from django.db.models import Case, Count, IntegerField, Max, Min, Q, QuerySet, Sum, Value, When
+from django.db.models import Case, Count, IntegerField, Max, Min, Q, QuerySet, Value, When
 from django.db.models.functions import TruncHour, TruncMinute
-from django.utils import timezone
 
 from together_dash.catalog.models import ModelChange, ModelInfo
 from together_dash.catalog.services import close_matches, successor_for, suggest_successor
@@ -31,23 +28,12 @@ from together_dash.keys.models import RateLimitSnapshot, TogetherKey
 from together_dash.pollers.models import PollerHeartbeat
 from together_dash.proxy.metrics import dropped_logs_total
 from together_dash.together.types import FineTuneStatus
-from together_dash.traffic import listing
-from together_dash.traffic.models import (
-    ERROR_COLUMNS,
-    ErrorGroup,
-    RequestLog,
-    UsageHour,
-    UsageMinute,
-    UsageRollup,
-)
+from together_dash.traffic import listing, rollups
+from together_dash.traffic.models import ERROR_COLUMNS, ErrorGroup, RequestLog
 
-MINUTE = timedelta(minutes=1)
-HOUR = timedelta(hours=1)
-_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-# Minute buckets up to this span (at most 180 points); hour buckets, merged by a factor, beyond it.
-MINUTE_BUCKETS_UP_TO = timedelta(hours=3)
+MINUTE = rollups.MINUTE
+# Chart buckets at most; hour buckets are merged by a factor to stay within it.
 MAX_POINTS = 200
-HOUR_FACTORS = (1, 2, 3, 6, 12, 24)
 FIGURE_COLUMNS: tuple[str, ...] = ("requests", *ERROR_COLUMNS.values(), "total_tokens", "cost_usd")
 QUOTA_LOOKBACK = timedelta(hours=1)
 QUOTA_BARS = 12
@@ -62,64 +48,12 @@ CHANGES_SHOWN = 20
 
 # ---- buckets -----------------------------------------------------------------------------------------
 
-
-def floor_to(moment: datetime, size: timedelta) -> datetime:
-    return _EPOCH + ((moment - _EPOCH) // size) * size
-
-
-def ceil_to(moment: datetime, size: timedelta) -> datetime:
-    return _EPOCH - ((_EPOCH - moment) // size) * size
-
-
-def minute_rollups_kept_since(now: datetime) -> datetime:
-    return now - timedelta(days=settings.ROLLUP_MINUTE_RETENTION_DAYS)
-
-
-@dataclass(frozen=True, slots=True)
-class Timeline:
-    """The buckets a chart shows: the rollup table read, its step, and the (coarser) bucket size."""
-
-    table: type[UsageRollup]
-    step: timedelta
-    size: timedelta
-    first: datetime
-    last: datetime
-
-    @property
-    def count(self) -> int:
-        return int((self.last - self.first) / self.size)
-
-    def buckets(self) -> list[datetime]:
-        return [self.first + self.size * index for index in range(self.count)]
-
-    def slot(self, moment: datetime) -> int:
-        """Index of the chart bucket that holds a moment (or a rollup bucket's start)."""
-        return int((moment - self.first) // self.size)
+Timeline = rollups.Timeline
 
 
 def timeline(rng: Range, now: datetime | None = None) -> Timeline:
-    """Minute buckets for short ranges the minute rollups still cover; hour multiples otherwise."""
-    now = now or timezone.now()
-    if rng.span <= MINUTE_BUCKETS_UP_TO and rng.start >= minute_rollups_kept_since(now):
-        return Timeline(UsageMinute, MINUTE, MINUTE, floor_to(rng.start, MINUTE), ceil_to(rng.end, MINUTE))
-    hours = math.ceil(rng.span / HOUR) + 1
-    factor = next((factor for factor in HOUR_FACTORS if hours / factor <= MAX_POINTS), HOUR_FACTORS[-1])
-    size = HOUR * factor
-    return Timeline(UsageHour, HOUR, size, floor_to(rng.start, size), ceil_to(rng.end, size))
-
-
-def _rollups(table: type[UsageRollup], rng: Range) -> QuerySet[UsageRollup]:
-    rows = table.objects.all()
-    if rng.key_id is not None:
-        rows = rows.filter(upstream_key_id=rng.key_id)
-    if rng.model:
-        rows = rows.filter(model=rng.model)
-    return rows
-
-
-def _sums(columns: Iterable[str]) -> dict[str, Sum]:
-    # Prefixed: an annotation may not share a name with a model field.
-    return {f"sum_{column}": Sum(column) for column in columns}
+    """The chart buckets of the range: traffic.rollups' rule, merged to at most MAX_POINTS."""
+    return rollups.timeline(rng.start, rng.end, max_points=MAX_POINTS, now=now)
 
 
 # ---- usage over time ---------------------------------------------------------------------------------
@@ -134,19 +68,8 @@ class Series:
 def rollup_series(rng: Range, columns: tuple[str, ...], now: datetime | None = None) -> Series:
     """Sums of the given rollup columns per chart bucket, empty buckets included."""
     line = timeline(rng, now)
-    values: dict[str, list[int]] = {column: [0] * line.count for column in columns}
-    rows = (
-        _rollups(line.table, rng)
-        .filter(bucket__gte=line.first, bucket__lt=line.last)
-        .values("bucket")
-        .annotate(**_sums(columns))
-        .order_by()
-    )
-    for row in rows:
-        slot = line.slot(row["bucket"])
-        for column in columns:
-            values[column][slot] += row[f"sum_{column}"] or 0
-    return Series(line, values)
+    slots = rollups.bucketed(line, rng.start, rng.end, columns, rng.key_id, rng.model, now)
+    return Series(line, {column: [sums[column] for sums in slots] for column in columns})
 
 
 def category_series(rng: Range, now: datetime | None = None) -> Series:
@@ -202,52 +125,9 @@ def figures_by(
     return _summed(rng, by, now)
 
 
-Piece = tuple[type[UsageRollup], datetime, datetime]
-
-
-def rollup_pieces(start: datetime, end: datetime, now: datetime | None = None) -> list[Piece]:
-    """Whole hours from the hour rollups and the ragged edges from the minute rollups.
-
-    Exact to the minute for a fraction of the rows minute rollups alone would need; an edge older
-    than the minute rollups' retention is read from the hour rollups, rounded out to the hour.
-    """
-    kept_since = minute_rollups_kept_since(now or timezone.now())
-    hours_from, hours_to = ceil_to(start, HOUR), floor_to(end, HOUR)
-    if hours_from >= hours_to:
-        return [_edge(start, end, start >= kept_since)]
-    pieces: list[Piece] = [(UsageHour, hours_from, hours_to)]
-    if start < hours_from:
-        pieces.append(_edge(start, hours_from, start >= kept_since))
-    if end > hours_to:
-        pieces.append(_edge(hours_to, end, hours_to >= kept_since))
-    return pieces
-
-
-def _edge(start: datetime, end: datetime, minutes_kept: bool) -> Piece:
-    if minutes_kept:
-        return (UsageMinute, floor_to(start, MINUTE), ceil_to(end, MINUTE))
-    return (UsageHour, floor_to(start, HOUR), ceil_to(end, HOUR))
-
-
 def _summed(rng: Range, by: str | None, now: datetime | None) -> dict[Any, Figures]:
-    totals: dict[Any, dict[str, Any]] = {}
-    spans: dict[type[UsageRollup], list[Q]] = {}
-    for table, first, last in rollup_pieces(rng.start, rng.end, now):
-        spans.setdefault(table, []).append(Q(bucket__gte=first, bucket__lt=last))
-    for table, within in spans.items():
-        rows = _rollups(table, rng).filter(reduce(operator.or_, within))
-        if by:
-            found = list(rows.values(by).annotate(**_sums(FIGURE_COLUMNS)).order_by())
-        else:
-            found = [rows.aggregate(**_sums(FIGURE_COLUMNS))]
-        for row in found:
-            _add_into(totals.setdefault(row.get(by) if by else None, {}), row)
-    return {group: _figures(sums) for group, sums in totals.items()}
-
-
-def _add_into(sums: dict[str, Any], row: dict[str, Any]) -> None:
-    for column in FIGURE_COLUMNS:
-        sums[column] = sums.get(column, 0) + (row[f"sum_{column}"] or 0)
+    found = rollups.summed(rng.start, rng.end, FIGURE_COLUMNS, rng.key_id, rng.model, by, now)
+    return {group: _figures(sums) for group, sums in found.items()}
 
 
 def _figures(sums: dict[str, Any]) -> Figures:

@@ -7,9 +7,9 @@ incidents, context overflows, unknown models, a revoked key), made from Together
 sorted by the real classifier.
 
 On PostgreSQL the rows stream into the table with binary COPY, chunk by chunk (never all in memory), and
-the error groups and minute/hour rollups are then built with set-based SQL from the rows just loaded,
-counting exactly what recording.record_entries() would have counted. Elsewhere (SQLite) the rows go
-through record_entries() in batches, which is plenty for the ten thousands a developer needs.
+the error groups and minute, hour and day rollups are then built with traffic.bulk_load's set-based SQL
+from the rows just loaded, counting exactly what recording.record_entries() would have counted. Elsewhere
+(SQLite) the rows go through record_entries() in batches, plenty for the ten thousands a developer needs.
 """
 
 from __future__ import annotations
@@ -38,17 +38,10 @@ from together_dash.simulator import catalog as simulator_catalog
 from together_dash.simulator import errors as bodies
 from together_dash.together.errors import classify_error
 from together_dash.traffic import retention
+from together_dash.traffic.bulk_load import build_rollups, count_groups
 from together_dash.traffic.entries import LogEntry
-from together_dash.traffic.models import (
-    COUNTER_COLUMNS,
-    ERROR_COLUMNS,
-    LATENCY_BOUNDS_MS,
-    ErrorGroup,
-    RequestLog,
-    UsageHour,
-    UsageMinute,
-)
-from together_dash.traffic.recording import LOG_COLUMNS, record_entries
+from together_dash.traffic.models import ErrorGroup, RequestLog, UsageDay, UsageHour, UsageMinute
+from together_dash.traffic.recording import LOG_COLUMNS, group_identity, record_entries
 
 COPY_CHUNK = 50_000  # rows per COPY statement; error groups of a chunk are created before it is sent
 RECORD_BATCH = 1_000  # rows per record_entries() call on the fallback path
@@ -158,7 +151,7 @@ def generate_request_logs(
 
 def truncate_traffic() -> None:
     """Empty request logs, error groups and rollups (keys and the catalog stay)."""
-    tables = [model._meta.db_table for model in (RequestLog, ErrorGroup, UsageMinute, UsageHour)]
+    tables = [model._meta.db_table for model in (RequestLog, ErrorGroup, UsageMinute, UsageHour, UsageDay)]
     quoted = [connection.ops.quote_name(table) for table in tables]
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
@@ -679,25 +672,14 @@ class GroupLinker:
         fresh: dict[tuple, list] = {}
         for row in chunk:
             if row[_AT["category"]]:
-                identity = self._identity(row)
+                identity = group_identity(row)
                 if identity not in self.ids and identity not in fresh:
                     fresh[identity] = row
         if fresh:
             self._create(fresh)
         for row in chunk:
             if row[_AT["category"]]:
-                row[_GROUP] = self.ids[self._identity(row)]
-
-    @staticmethod
-    def _identity(row: list) -> tuple:
-        model = row[_AT["model_requested"]] or row[_AT["model_served"]]
-        return (
-            row[_AT["category"]],
-            row[_AT["kind"]],
-            model,
-            row[_AT["endpoint"]],
-            row[_AT["upstream_key_id"]],
-        )
+                row[_GROUP] = self.ids[group_identity(row)]
 
     def _create(self, fresh: dict[tuple, list]) -> None:
         by_fingerprint = {}
@@ -720,87 +702,11 @@ class GroupLinker:
             self.ids[by_fingerprint[fingerprint]] = group_id
 
 
-def count_groups(cursor: CursorWrapper, after_id: int) -> None:
-    """Add the loaded error rows to their groups, as record_entries() would: count, span, newest message."""
-    logs, groups = _qn(RequestLog._meta.db_table), _qn(ErrorGroup._meta.db_table)
-    newer = "c.last_seen >= g.last_seen"
-    recurs = "g.state = 'resolved' AND (g.resolved_at IS NULL OR c.last_seen > g.resolved_at)"
-    cursor.execute(
-        f"""
-        WITH counted AS (
-            SELECT error_group_id AS id, COUNT(*) AS n,
-                   MIN(created_at) AS first_seen, MAX(created_at) AS last_seen
-            FROM {logs} WHERE id > %(after)s AND error_group_id IS NOT NULL GROUP BY error_group_id
-        ), newest AS (
-            SELECT DISTINCT ON (error_group_id) error_group_id AS id, error_message, status_code
-            FROM {logs} WHERE id > %(after)s AND error_group_id IS NOT NULL
-            ORDER BY error_group_id, created_at DESC, id DESC
-        )
-        UPDATE {groups} g SET
-            count = g.count + c.n,
-            first_seen = LEAST(g.first_seen, c.first_seen),
-            last_message = CASE WHEN {newer} THEN newest.error_message ELSE g.last_message END,
-            last_status = CASE WHEN {newer} THEN newest.status_code ELSE g.last_status END,
-            last_seen = GREATEST(g.last_seen, c.last_seen),
-            state = CASE WHEN {recurs} THEN 'open' ELSE g.state END,
-            resolved_at = CASE WHEN {recurs} THEN NULL ELSE g.resolved_at END
-        FROM counted c JOIN newest USING (id)
-        WHERE g.id = c.id
-        """,  # noqa: S608 (identifiers from _meta; values are parameters) # nosec B608
-        {"after": after_id},
-    )
-
-
 def minute_rollups_since(end: datetime) -> datetime:
     """The oldest minute bucket retention keeps (retention.prune deletes buckets before now - N days)."""
     cutoff = end - timedelta(days=settings.ROLLUP_MINUTE_RETENTION_DAYS)
     whole = cutoff.replace(second=0, microsecond=0)
     return whole if whole == cutoff else whole + MINUTE
-
-
-def _counter_sql() -> list[str]:
-    """One aggregate per rollup counter (COUNTER_COLUMNS order), with recording.py's rules."""
-    known = "latency_ms >= 0 AND latency_ms < 'Infinity'"
-    by_column = {"requests": "COUNT(*)"}
-    for category, column in ERROR_COLUMNS.items():
-        by_column[column] = f"COUNT(*) FILTER (WHERE category = '{category}')"
-    for column in ("prompt_tokens", "completion_tokens", "total_tokens", "cost_usd"):
-        by_column[column] = f"COALESCE(SUM({column}), 0)"
-    by_column["latency_sum_ms"] = f"COALESCE(SUM(latency_ms) FILTER (WHERE {known}), 0)"
-    by_column["latency_count"] = f"COUNT(*) FILTER (WHERE {known})"
-    lower = None
-    for bound in LATENCY_BOUNDS_MS:
-        above = f" AND latency_ms > {lower}" if lower is not None else ""
-        by_column[f"latency_le_{bound}"] = f"COUNT(*) FILTER (WHERE {known}{above} AND latency_ms <= {bound})"
-        lower = bound
-    by_column["latency_gt_10000"] = f"COUNT(*) FILTER (WHERE {known} AND latency_ms > {lower})"
-    return [by_column[column] for column in COUNTER_COLUMNS]
-
-
-def build_rollups(cursor: CursorWrapper, after_id: int, minutes_since: datetime) -> None:
-    """Add the loaded rows to hour rollups, and to minute rollups inside their retention window."""
-    _rollup(cursor, UsageMinute._meta.db_table, "minute", after_id, minutes_since)
-    _rollup(cursor, UsageHour._meta.db_table, "hour", after_id, None)
-
-
-def _rollup(cursor: CursorWrapper, table: str, step: str, after_id: int, since: datetime | None) -> None:
-    quoted = _qn(table)
-    columns = ", ".join(_qn(column) for column in ("bucket", "upstream_key_id", "model", *COUNTER_COLUMNS))
-    adds = ", ".join(f"{_qn(c)} = {quoted}.{_qn(c)} + excluded.{_qn(c)}" for c in COUNTER_COLUMNS)
-    window = "AND created_at >= %(since)s" if since is not None else ""
-    # Buckets in UTC whatever the session time zone, like recording.py's datetime.replace().
-    cursor.execute(
-        f"""
-        INSERT INTO {quoted} ({columns})
-        SELECT date_trunc('{step}', created_at, 'UTC'), upstream_key_id,
-               COALESCE(NULLIF(model_requested, ''), model_served), {", ".join(_counter_sql())}
-        FROM {_qn(RequestLog._meta.db_table)}
-        WHERE id > %(after)s {window}
-        GROUP BY 1, 2, 3
-        ON CONFLICT (bucket, COALESCE(upstream_key_id, 0), model) DO UPDATE SET {adds}
-        """,  # noqa: S608 (identifiers from _meta and fixed SQL; values are parameters) # nosec B608
-        {"after": after_id, "since": since},
-    )
 
 
 # ---- loading elsewhere: record_entries in batches -------------------------------------------------------

@@ -7,7 +7,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from together_dash.traffic.models import ErrorGroup, RequestLog, UsageHour, UsageMinute
+from together_dash.traffic.models import ErrorGroup, RequestLog, UsageDay, UsageHour, UsageMinute
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -55,7 +55,7 @@ class ErrorGroupAdmin(ReadOnlyAdmin):
         return [field.name for field in ErrorGroup._meta.fields]
 
 
-@admin.register(UsageMinute, UsageHour)
+@admin.register(UsageMinute, UsageHour, UsageDay)
 class UsageRollupAdmin(ReadOnlyAdmin):
     list_display = ("bucket", "upstream_key", "model", "requests", "errors", "total_tokens", "cost_usd")
     list_select_related = ("upstream_key",)

@@ -22,7 +22,7 @@ from pydantic import AfterValidator, TypeAdapter
 
 from together_dash.core.roles import is_viewer
 from together_dash.keys.models import ApiToken, AppKey, IssuedKey
-from together_dash.traffic import csv_export, ingest, listing, usage
+from together_dash.traffic import csv_export, ingest, listing, rollups
 from together_dash.traffic.models import CATEGORY_CHOICES, ErrorGroup
 from together_dash.traffic.recording import RecordResult, record_entries
 
@@ -428,7 +428,8 @@ class UsageQuery(Schema):
     key: DbInt | None = Field(None, description="Upstream key id.")
     model: str | None = None
     step: Literal["minute", "hour"] | None = Field(
-        None, description="Default: minute up to 24 hours (while minute rollups are kept), else hour."
+        None, description="Default: minute up to 3 hours (while minute rollups are kept), else hour. "
+        "minute allows up to 24 hours."
     )
 
 
@@ -468,7 +469,7 @@ def get_usage(request: HttpRequest, query: Query[UsageQuery]) -> Status[dict[str
     if start >= end or end - start > USAGE_MAX_SPAN:
         return Status(400, {"detail": f"start must be before end, at most {USAGE_MAX_SPAN.days} days apart."})
     try:
-        series = usage.usage_series(start, end, key_id=query.key, model=query.model, step=query.step)
+        series = rollups.usage_series(start, end, key_id=query.key, model=query.model, step=query.step)
     except ValueError as exc:
         return Status(400, {"detail": str(exc)})
     return Status(200, {
@@ -477,7 +478,7 @@ def get_usage(request: HttpRequest, query: Query[UsageQuery]) -> Status[dict[str
     })
 
 
-def _counts(counts: usage.UsageCounts) -> dict[str, Any]:
+def _counts(counts: rollups.UsageCounts) -> dict[str, Any]:
     return {
         "requests": counts.requests,
         "errors": counts.errors,

@@ -265,14 +265,21 @@ class UsageRollup(models.Model):
 
 
 class UsageMinute(UsageRollup):
-    """Usage per minute; kept ROLLUP_MINUTE_RETENTION_DAYS, read for ranges up to 24 hours."""
+    """Usage per minute; kept ROLLUP_MINUTE_RETENTION_DAYS, read for the ragged minutes of a range."""
 
     class Meta(UsageRollup.Meta):
         pass
 
 
 class UsageHour(UsageRollup):
-    """Usage per hour; kept for good, read for ranges beyond 24 hours."""
+    """Usage per hour; kept for good, read for the whole hours of a range."""
+
+    class Meta(UsageRollup.Meta):
+        pass
+
+
+class UsageDay(UsageRollup):
+    """Usage per UTC day; kept for good, read for the whole days of a long range."""
 
     class Meta(UsageRollup.Meta):
         pass

@@ -16,7 +16,7 @@ import bisect
 import functools
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -33,6 +33,7 @@ from together_dash.traffic.models import (
     ErrorGroup,
     RequestBodySample,
     RequestLog,
+    UsageDay,
     UsageHour,
     UsageMinute,
 )
@@ -57,6 +58,7 @@ _AT = {column: position for position, column in enumerate(LOG_COLUMNS)}
 _CREATED, _KEY, _CLIENT_ID = _AT["created_at"], _AT["upstream_key_id"], _AT["client_id"]
 _ENDPOINT, _STATUS, _LATENCY = _AT["endpoint"], _AT["status_code"], _AT["latency_ms"]
 _METHOD = _AT["method"]
+_REQUESTED, _SERVED = _AT["model_requested"], _AT["model_served"]
 _COST, _GROUP = _AT["cost_usd"], _AT["error_group_id"]
 _CATEGORY, _KIND, _MESSAGE = _AT["category"], _AT["kind"], _AT["error_message"]
 _TOKENS = (_AT["prompt_tokens"], _AT["completion_tokens"], _AT["total_tokens"])
@@ -159,9 +161,17 @@ def _prepare(index: int, entry: LogEntry) -> _Item:
     ]
     item = _Item(index, entry, row, model or served)
     if category:
-        key_id = entry.upstream_key_id
-        item.fingerprint = ErrorGroup.make_fingerprint(category, kind, item.model, endpoint, key_id)
+        item.fingerprint = ErrorGroup.make_fingerprint(*group_identity(row))
     return item
+
+
+def group_identity(row: Sequence) -> tuple[str, str, str, str, int | None]:
+    """What makes errors one group, from a log row (LOG_COLUMNS): category, kind, model, endpoint, key.
+
+    The model is the one requested, else the one served, as in the rollups.
+    """
+    model = row[_REQUESTED] or row[_SERVED]
+    return row[_CATEGORY], row[_KIND], model, row[_ENDPOINT], row[_KEY]
 
 
 def _utc(value: datetime) -> datetime:
@@ -463,16 +473,17 @@ def _aggregate_minutes(stored: list[_Item]) -> dict[tuple, list]:
     return buckets
 
 
-def _merge_hours(minutes: dict[tuple, list]) -> dict[tuple, list]:
-    hours: dict[tuple, list] = {}
-    for (bucket, key_id, model), counters in minutes.items():
-        key = (_hour(bucket), key_id, model)
-        total = hours.get(key)
+def _merge(finer: dict[tuple, list], truncate: Callable[[datetime], datetime]) -> dict[tuple, list]:
+    """Counters of finer buckets summed into the coarser buckets that truncate() names."""
+    coarser: dict[tuple, list] = {}
+    for (bucket, key_id, model), counters in finer.items():
+        key = (truncate(bucket), key_id, model)
+        total = coarser.get(key)
         if total is None:
-            hours[key] = list(counters)
+            coarser[key] = list(counters)
         else:
-            hours[key] = [a + b for a, b in zip(total, counters, strict=True)]
-    return hours
+            coarser[key] = [a + b for a, b in zip(total, counters, strict=True)]
+    return coarser
 
 
 def _minute(value: datetime) -> datetime:
@@ -483,10 +494,16 @@ def _hour(value: datetime) -> datetime:
     return value.replace(minute=0, second=0, microsecond=0)
 
 
+def _day(value: datetime) -> datetime:
+    return value.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 def _upsert_rollups(cursor: CursorWrapper, stored: list[_Item]) -> None:
     minutes = _aggregate_minutes(stored)
+    hours = _merge(minutes, _hour)
     _upsert_counters(cursor, UsageMinute._meta.db_table, minutes)
-    _upsert_counters(cursor, UsageHour._meta.db_table, _merge_hours(minutes))
+    _upsert_counters(cursor, UsageHour._meta.db_table, hours)
+    _upsert_counters(cursor, UsageDay._meta.db_table, _merge(hours, _day))
 
 
 _ROLLUP_COLUMNS = ("bucket", "upstream_key_id", "model", *COUNTER_COLUMNS)
