@@ -365,3 +365,18 @@ def test_the_asgi_application_serves_the_proxy_at_v1_and_the_dashboard_elsewhere
     assert health.json()["status"] == "ok"
     assert completion.choices[0].message.content
     assert RequestLog.objects.get().total_tokens == completion.usage.total_tokens
+
+
+def test_the_asgi_application_sends_v2_and_v3_to_the_proxy_not_to_django(
+    fresh_simulator: RunningSimulator, app_key: str
+) -> None:
+    from together_dash.asgi import application, proxy
+
+    with override_settings(TOGETHER_BASE_URL=fresh_simulator.base_url), serve(application) as server:
+        answers = [httpx.get(f"{server.root_url}{path}", headers={"Authorization": f"Bearer {app_key}"})
+                   for path in ("/v2/supported-models", "/v3/whoami")]
+        assert proxy.drain_logs()
+
+    assert all(answer.headers["content-type"].startswith("application/json") for answer in answers)
+    endpoints = sorted(RequestLog.objects.values_list("endpoint", flat=True))
+    assert endpoints == ["/v2/supported-models", "/v3/whoami"]

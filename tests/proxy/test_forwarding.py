@@ -15,8 +15,12 @@ from together_dash.keys.services import create_app_key
 from together_dash.proxy.forwarding import (
     decodable_encodings,
     endpoint_name,
+    is_proxy_path,
+    path_problem,
     read_request_facts,
     upstream_request_headers,
+    upstream_root,
+    upstream_url,
     with_stream_usage,
 )
 from together_dash.proxy.testing import RunningProxy, ServedApp, running_proxy, serve
@@ -285,3 +289,39 @@ def test_ids_in_paths_are_replaced_so_endpoints_group() -> None:
     assert endpoint_name(f"/v1/fine-tunes/{job}/events") == "/v1/fine-tunes/{id}/events"
     assert endpoint_name("/v1/files/file-abc123/content") == "/v1/files/{id}/content"
     assert endpoint_name("/v1/batches/0f8fad5b-d9cb-469f-a165-70867728950e") == "/v1/batches/{id}"
+
+
+def test_every_api_version_is_served_and_nothing_else() -> None:
+    assert all(is_proxy_path(path) for path in ("/v1/chat/completions", "/v2/supported-models", "/v3/whoami"))
+    assert not any(is_proxy_path(path) for path in ("/v4/x", "/v10/x", "/v1x", "/api/usage", "/"))
+
+
+def test_the_upstream_url_keeps_the_version_of_the_path() -> None:
+    root = upstream_root("https://api.together.xyz/v1")
+    assert root == upstream_root("https://api.together.xyz/") == "https://api.together.xyz"
+    scope = {"path": "/v2/projects/p1/models", "raw_path": b"/v2/projects/p1/models", "query_string": b"a=1"}
+    assert upstream_url(root, scope) == "https://api.together.xyz/v2/projects/p1/models?a=1"
+
+
+@pytest.mark.parametrize("raw", [
+    b"/v1/../admin/", b"/v1/%2e%2e/admin/", b"/v1/..%2fadmin/", b"/v1/.%2E/admin", b"/v1/./models",
+    b"/v1/files/..", b"/v1/..%5cadmin", b"/v1/%2E%2E%2Fadmin",
+])
+def test_dot_segments_are_refused_however_they_are_spelled(raw: bytes) -> None:
+    from urllib.parse import unquote
+
+    scope = {"path": unquote(raw.decode()), "raw_path": raw}
+    assert path_problem(scope)[:1] == (400,)
+
+
+def test_a_repeated_version_prefix_says_which_base_url_each_sdk_needs() -> None:
+    doubled = {"path": "/v1/v1/chat/completions", "raw_path": b"/v1/v1/chat/completions"}
+    status, message, code = path_problem(doubled)
+    assert (status, code) == (404, "not_found")
+    assert 'base_url="http://HOST:8000"' in message and 'base_url="http://HOST:8000/v1"' in message
+    assert path_problem({"path": "/v1/models..json", "raw_path": b"/v1/models..json"}) is None
+
+
+def test_project_ids_are_folded_out_of_the_endpoint_name() -> None:
+    assert endpoint_name("/v2/projects/proj_abc/models") == "/v2/projects/{id}/models"
+    assert endpoint_name("/v3/whoami") == "/v3/whoami"

@@ -25,7 +25,7 @@ from together_dash.proxy import metrics
 from together_dash.proxy.auth import CredentialCache, resolver_for
 from together_dash.proxy.buffer import LogBuffer, LogFlusher, PublishDropped, RecordFunction
 from together_dash.proxy.exchange import Collaborators, Exchange
-from together_dash.proxy.forwarding import upstream_url
+from together_dash.proxy.forwarding import upstream_root, upstream_url
 from together_dash.proxy.limits import CacheCounter, MinuteLimiter
 from together_dash.proxy.upstream import proxy_transport
 from together_dash.traffic.entries import LogEntry
@@ -132,6 +132,7 @@ class Proxy:
         if self.started:
             return
         self.config = self._config or ProxyConfig.from_settings()
+        self.upstream_root = upstream_root(self.config.base_url)
         self.transport = self._transport or proxy_transport(
             self.config.base_url,
             max_connections=self.config.max_connections,
@@ -188,7 +189,7 @@ class Proxy:
 
     def upstream_url(self, scope: Scope) -> httpx.URL:
         """The upstream URL of a request; parsed URLs are kept, since most requests share a few paths."""
-        raw = upstream_url(self.config.base_url, scope)
+        raw = upstream_url(self.upstream_root, scope)
         url = self._urls.get(raw)
         if url is None:
             if len(self._urls) >= MAX_CACHED_URLS:

@@ -1,16 +1,13 @@
-"""Serve the proxy and Django from one ASGI server: /v1/ to the proxy, the rest to Django."""
+"""Serve the proxy and Django from one ASGI server: /v1/, /v2/ and /v3/ to the proxy, the rest to Django."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from together_dash.proxy.app import Proxy
+from together_dash.proxy.forwarding import is_proxy_path
 
 ASGIApp = Callable[[dict[str, Any], Callable[..., Any], Callable[..., Any]], Awaitable[Any]]
-
-
-def is_proxy_path(path: str) -> bool:
-    return path.startswith("/v1/") or path == "/v1"
 
 
 class Dispatcher:

@@ -22,6 +22,7 @@ from together_dash.proxy.forwarding import (
     error_body,
     header_value,
     is_json,
+    path_problem,
     read_request_facts,
     upstream_request_headers,
     with_stream_usage,
@@ -97,6 +98,7 @@ class Exchange:
     async def run(self) -> None:
         watcher: asyncio.Task | None = None
         try:
+            self._check_path()
             self.credential = await self._authenticate()
             body, more = await self._read_first_body()
             content = await self._prepare(body, more)
@@ -119,6 +121,12 @@ class Exchange:
             if watcher is not None:
                 watcher.cancel()
             self._log()
+
+    def _check_path(self) -> None:
+        problem = path_problem(self.scope)
+        if problem is not None:
+            status, message, code = problem
+            raise Refusal(message, status=status, code=code)
 
     async def _authenticate(self) -> Credential:
         presented = bearer_token(self.headers)

@@ -124,14 +124,57 @@ def bearer_token(headers: Headers) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-def upstream_url(base_url: str, scope: dict) -> str:
-    """The upstream URL for a /v1/... request, keeping the client's raw path and query."""
+# Together versions each resource in its path (/v1/chat/completions, /v2/supported-models, /v3/whoami):
+# the proxy serves every version it uses, at the root, as Together does.
+API_VERSIONS = ("v1", "v2", "v3")
+_VERSIONED = re.compile(r"^/v[123](?:/|$)")
+_REPEATED_VERSION = re.compile(r"^/v[0-9]+/v[0-9]+(?:/|$)")
+_DOT_SEGMENT = re.compile(r"(?:^|/)\.{1,2}(?:/|$)")
+
+
+def is_proxy_path(path: str) -> bool:
+    """A path under one of Together's API versions (/v1, /v2, /v3), which the proxy serves."""
+    return _VERSIONED.match(path) is not None
+
+
+def upstream_root(base_url: str) -> str:
+    """The upstream's root URL: TOGETHER_BASE_URL (.../v1 by convention) without its version."""
+    base = base_url.rstrip("/")
+    return base[: -len("/v1")] if base.endswith("/v1") else base
+
+
+def upstream_url(root_url: str, scope: dict) -> str:
+    """The upstream URL of a request: the client's raw path (version included) and query on the root."""
     raw_path = scope.get("raw_path")
     path = raw_path.decode("latin-1") if raw_path else scope["path"]
     query = scope.get("query_string", b"")
-    rest = path[3:] if path.startswith("/v1") else path
-    url = base_url + rest
+    url = root_url + path
     return f"{url}?{query.decode('latin-1')}" if query else url
+
+
+def path_problem(scope: dict) -> tuple[int, str, str] | None:
+    """Why the proxy must not forward this path (status, message, code), or None.
+
+    Dot segments, decoded or not ("/v1/../admin/", "/v1/%2e%2e/", "/v1/..%2f"), would let an app key
+    reach paths outside the API with the organisation's key attached; a repeated version prefix is a
+    client configured with the wrong base URL for its SDK.
+    """
+    raw = scope.get("raw_path") or scope["path"].encode("latin-1", "replace")
+    decoded = raw.decode("latin-1").replace("%2e", ".").replace("%2E", ".")
+    decoded = decoded.replace("%2f", "/").replace("%2F", "/").replace("%5c", "/").replace("%5C", "/")
+    for candidate in (scope["path"], decoded.replace("\\", "/")):
+        if _DOT_SEGMENT.search(candidate):
+            return 400, "The path may not contain '.' or '..' segments.", "invalid_path"
+    if _REPEATED_VERSION.match(scope["path"]):
+        return 404, _REPEATED_MESSAGE.format(path=scope["path"][:200]), "not_found"
+    return None
+
+
+_REPEATED_MESSAGE = (
+    "Unknown endpoint {path}: the path repeats its version prefix, so the client's base URL is wrong for "
+    "its SDK. together 3.x takes the dashboard's root (base_url=\"http://HOST:8000\"); together 2.x and "
+    "the OpenAI SDK take it with /v1 (base_url=\"http://HOST:8000/v1\")."
+)
 
 
 def is_json(content_type: bytes | None) -> bool:
@@ -177,7 +220,8 @@ def with_stream_usage(body: bytes, data: dict) -> bytes:
 # ft-<uuid>, file-<uuid>, bare uuids and other long tokens with digits are ids, not endpoints.
 _ID_SEGMENT = re.compile(r"^(ft|file|batch)-.+|^[0-9a-f-]{16,}$|^(?=.*\d).{12,}$", re.I)
 _KEEP_SEGMENTS = frozenset({
-    "v1", "chat", "completions", "embeddings", "models", "files", "fine-tunes", "batches",
+    *API_VERSIONS, "chat", "completions", "embeddings", "models", "files", "fine-tunes", "batches",
+    "supported-models", "projects", "endpoints", "hardware", "whoami", "billing", "usage", "rerank",
 })
 
 
@@ -186,7 +230,9 @@ def endpoint_name(path: str) -> str:
     """The path with ids replaced by {id}, so logs group by endpoint, not by job or file."""
     segments = path.split("/")
     for index, segment in enumerate(segments[2:], start=2):
-        if segment not in _KEEP_SEGMENTS and _ID_SEGMENT.match(segment):
+        # A project id may be any slug (/v2/projects/{id}/models): the segment after "projects" is one.
+        named_id = segments[index - 1] == "projects"
+        if segment not in _KEEP_SEGMENTS and (named_id or _ID_SEGMENT.match(segment)):
             segments[index] = "{id}"
     return "/".join(segments)[:200]
 
