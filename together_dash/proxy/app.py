@@ -22,7 +22,7 @@ import httpx
 from django.conf import settings
 
 from together_dash.proxy import metrics
-from together_dash.proxy.auth import CredentialCache, resolver_for
+from together_dash.proxy.auth import CredentialCache
 from together_dash.proxy.buffer import LogBuffer, LogFlusher, PublishDropped, RecordFunction
 from together_dash.proxy.exchange import Collaborators, Exchange
 from together_dash.proxy.forwarding import upstream_root, upstream_url
@@ -143,8 +143,9 @@ class Proxy:
         # One thread for key lookups: few (one per key per cache period), and its database
         # connection can be closed on stop, which a shared default executor would not allow.
         self._key_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="proxy-keys")
-        resolve = resolver_for(self.config.passthrough)
-        self.credentials = CredentialCache(resolve, self._key_thread, ttl=self.config.key_cache_seconds)
+        self.credentials = CredentialCache(
+            self._key_thread, ttl=self.config.key_cache_seconds, passthrough=self.config.passthrough
+        )
         self.limiter = MinuteLimiter(CacheCounter())
         self.limiter.start()
         self.shared = Collaborators(

@@ -1,10 +1,16 @@
 """Who is calling and with which upstream key: app keys (or pass-through keys) to credentials, cached.
 
-The hot path never touches the database: a presented key is resolved once in a worker thread and the
-answer (good or bad) is kept for PROXY_KEY_CACHE_SECONDS, so a revoke takes effect within that time at
-the latest. Sooner in practice: every key change bumps keys.cache's version, which the cache polls in
-the background every VERSION_CHECK_SECONDS and drops all answers when it moved. When the database is
-away, a known key keeps working on its last good answer.
+The hot path never touches the database: an app key is resolved once per key (by its prefix) in a
+worker thread and the answer (good or bad) is kept for PROXY_KEY_CACHE_SECONDS, so a revoke takes effect
+within that time at the latest. Sooner in practice: every key change bumps keys.cache's version, which
+the cache polls in the background every VERSION_CHECK_SECONDS and drops all answers when it moved. When
+the database is away, a known key keeps working on its last good answer.
+
+Nothing a client makes up reaches that thread. A presented secret is checked against its key's hashes
+in memory; a prefix no key has is refused from an index of every prefix, reloaded at most every
+INDEX_RELOAD_SECONDS however many unknown keys arrive; pass-through keys are attributed from the same
+index. So a flood of random bearer tokens costs the database one query a second and never queues a real
+key's lookup behind it.
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
 
 from django.db import Error as DatabaseError
 from django.db import connection
@@ -25,11 +32,14 @@ from together_dash.keys.models import AppKey, TogetherKey
 from together_dash.together.client import key_fingerprint
 
 logger = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 MAX_CACHED_KEYS = 10_000
 # After a failed refresh a stale answer is trusted this long before the database is asked again.
 STALE_GRACE_SECONDS = 5.0
 VERSION_CHECK_SECONDS = 0.25
+INDEX_RELOAD_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,28 +96,57 @@ def unknown_key() -> Refusal:
     )
 
 
-# ---- resolving a presented key (sync, in a worker thread) -------------------------------------------
+# ---- resolving a key (sync, in the key thread) ------------------------------------------------------
 
-def resolve_app_key(presented: str) -> Credential:
-    """The credential behind an app key, or Refusal saying why there is none."""
-    parts = AppKey.split(presented)
-    if parts is None:
-        raise unknown_key()
-    key = AppKey.objects.select_related("upstream_key").filter(prefix=parts[0]).first()
-    if key is None or not key.matches(presented):
-        raise unknown_key()
-    _check_usable(key)
-    upstream = _upstream_for(key)
+@dataclass(frozen=True, slots=True)
+class KeyIndex:
+    """Every app key's prefix and every upstream key's fingerprint, as of one query."""
+
+    loaded_at: float  # time.monotonic() when the query started: keys committed before it are in
+    prefixes: frozenset[str]
+    fingerprints: dict[str, int]
+
+
+def load_key_index() -> KeyIndex:
+    started = time.monotonic()
+    prefixes = frozenset(AppKey.objects.values_list("prefix", flat=True))
+    fingerprints = dict(TogetherKey.objects.values_list("fingerprint", "pk"))
+    return KeyIndex(started, prefixes, fingerprints)
+
+
+def _never(presented: str) -> bool:
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """One app key as the database had it: how to check a presented secret, and what it grants."""
+
+    matches: Callable[[str], bool]
+    credential: Credential | None = None
+    failure: Refusal | None = None
+
+
+def resolve_app_key(prefix: str) -> KeyRecord:
+    """The app key with this prefix: its hash check, and its credential or the Refusal saying why not."""
+    key = AppKey.objects.select_related("upstream_key").filter(prefix=prefix).first()
+    if key is None:
+        return KeyRecord(_never, failure=unknown_key())
     try:
-        secret = upstream.secret
-    except DecryptionError:
-        raise Refusal(
-            f"The upstream Together key {upstream.name!r} cannot be decrypted with the dashboard's "
-            "FIELD_ENCRYPTION_KEYS; an admin must re-enter it.",
-            app_key_id=key.pk,
-        ) from None
+        _check_usable(key)
+        upstream = _upstream_for(key)
+        try:
+            secret = upstream.secret
+        except DecryptionError:
+            raise Refusal(
+                f"The upstream Together key {upstream.name!r} cannot be decrypted with the dashboard's "
+                "FIELD_ENCRYPTION_KEYS; an admin must re-enter it.",
+                app_key_id=key.pk,
+            ) from None
+    except Refusal as failure:
+        return KeyRecord(key.matches, failure=failure)
     _note_use(key)
-    return Credential(
+    credential = Credential(
         upstream_secret=secret,
         key_fingerprint=upstream.fingerprint,
         app_key_id=key.pk,
@@ -116,8 +155,7 @@ def resolve_app_key(presented: str) -> Credential:
         allowed_models=frozenset(key.allowed_models or ()),
         rate_limit_per_minute=key.rate_limit_per_minute,
     )
-
-
+    return KeyRecord(key.matches, credential=credential)
 def _check_usable(key: AppKey) -> None:
     label = f"{key.name!r} ({AppKey.KIND}_{key.prefix}_…)"
     if key.status == AppKey.Status.REVOKED:
@@ -157,101 +195,188 @@ def _note_use(key: AppKey) -> None:
         logger.warning("Could not record the last use of app key %s", key.pk)
 
 
-def resolve_passthrough_key(presented: str) -> Credential:
+def passthrough_credential(presented: str, index: KeyIndex | None) -> Credential:
     """A client's own Together key: forwarded as is, attributed by its fingerprint."""
     fingerprint = key_fingerprint(presented)
-    try:
-        known = TogetherKey.objects.filter(fingerprint=fingerprint).values_list("pk", flat=True).first()
-    except DatabaseError:
-        connection.close()  # see reconnecting()
-        known = None  # attribution by fingerprint alone still works
+    known = index.fingerprints.get(fingerprint) if index is not None else None
     return Credential(upstream_secret=presented, key_fingerprint=fingerprint, upstream_key_id=known)
 
 
-def resolver_for(passthrough: bool) -> Callable[[str], Credential]:
-    """App keys always work; in pass-through mode anything else is taken as the client's Together key."""
-    if not passthrough:
-        return reconnecting(resolve_app_key)
-
-    def resolve(presented: str) -> Credential:
-        if AppKey.split(presented) is not None:
-            return resolve_app_key(presented)
-        return resolve_passthrough_key(presented)
-
-    return reconnecting(resolve)
-
-
-def reconnecting(resolve: Callable[[str], Credential]) -> Callable[[str], Credential]:
-    """Resolve, closing this thread's database connection after a database error.
+def reconnecting(load: Callable[P, T]) -> Callable[P, T]:
+    """Load, closing this thread's database connection after a database error.
 
     Django replaces a broken connection only when a request starts or ends, and the key thread serves
     none: without this, a connection cut by a database restart failed every later lookup, so once the
     database was back new keys got 503s and known keys lived on their stale answers for good.
     """
 
-    def resolve_or_close(presented: str) -> Credential:
+    def load_or_close(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
-            return resolve(presented)
+            return load(*args, **kwargs)
         except DatabaseError:
             connection.close()
             raise
 
-    return resolve_or_close
+    return load_or_close
 
 
 # ---- the cache (async, on the event loop) -----------------------------------------------------------
 
 @dataclass(slots=True)
-class _Answer:
+class _Entry:
     expires_at: float
-    credential: Credential | None = None
-    failure: Refusal | None = None
+    record: KeyRecord
 
-    def unwrap(self) -> Credential:
-        if self.failure is not None:
+    def answer(self, presented: str) -> Credential:
+        if not self.record.matches(presented):
+            raise unknown_key()
+        if self.record.failure is not None:
             # A fresh traceback each time: re-raising a kept exception would grow its traceback forever.
-            raise self.failure.with_traceback(None)
-        assert self.credential is not None
-        return self.credential
+            raise self.record.failure.with_traceback(None)
+        assert self.record.credential is not None
+        return self.record.credential
 
 
 class CredentialCache:
-    """Presented key -> credential (or refusal) for ttl seconds; one lookup per key at a time."""
+    """Presented key -> credential (or refusal) for ttl seconds; one lookup per app key at a time."""
 
     def __init__(
         self,
-        resolve: Callable[[str], Credential],
         executor: Executor,
         ttl: float = 2.0,
+        *,
+        passthrough: bool = False,
         read_version: Callable[[], int] | None = key_cache_version,
+        load_key: Callable[[str], KeyRecord] = reconnecting(resolve_app_key),
+        load_index: Callable[[], KeyIndex] = reconnecting(load_key_index),
     ) -> None:
-        self.resolve = resolve
         self.executor = executor
         self.ttl = ttl
+        self.passthrough = passthrough
         self.read_version = read_version
-        self._answers: dict[str, _Answer] = {}
-        self._lookups: dict[str, asyncio.Future[_Answer]] = {}
+        self.load_key = load_key
+        self.load_index = load_index
+        self._entries: dict[str, _Entry] = {}  # by app key prefix, oldest first
+        self._lookups: dict[str, asyncio.Future[_Entry]] = {}
+        self._index: KeyIndex | None = None
+        self._index_load: asyncio.Future[KeyIndex] | None = None
+        self._index_stale = False
         self._version: int | None = None
         self._version_checked_at = 0.0
         self._version_check: asyncio.Future[int] | None = None
 
     async def get(self, presented: str) -> Credential:
         """The credential for a presented key; raises Refusal."""
+        arrived = time.monotonic()
         self._poll_version()
-        answer = self._answers.get(presented)
-        if answer is not None and answer.expires_at > time.monotonic():
-            return answer.unwrap()
-        lookup = self._lookups.get(presented)
-        if lookup is None:
-            lookup = asyncio.ensure_future(self._refresh(presented, answer))
-            self._lookups[presented] = lookup
-            lookup.add_done_callback(lambda _: self._lookups.pop(presented, None))
-        # Shielded: a client that hangs up must not cancel the lookup other requests wait on.
-        return (await asyncio.shield(lookup)).unwrap()
+        parts = AppKey.split(presented)
+        if parts is None:
+            if not self.passthrough:
+                raise unknown_key()
+            return passthrough_credential(presented, await self._attribution_index())
+        prefix = parts[0]
+        if not await self._is_known(prefix, arrived):
+            raise unknown_key()
+        entry = self._entries.get(prefix)
+        if entry is None or entry.expires_at <= time.monotonic():
+            entry = await self._lookup(prefix, entry)
+        return entry.answer(presented)
 
     def forget(self) -> None:
         """Drop every cached answer (the next request per key asks the database again)."""
-        self._answers.clear()
+        self._entries.clear()
+        self._index_stale = True
+
+    # ---- the index of prefixes --------------------------------------------------------------------
+
+    async def _attribution_index(self) -> KeyIndex | None:
+        """The index for pass-through attribution: loaded once, then refreshed behind the requests."""
+        if self._index is None:
+            try:
+                return await asyncio.shield(self._reload_index_soon())
+            except DatabaseError:
+                return None  # attribution by fingerprint alone still works
+        if self._index_stale:
+            self._reload_index_soon()
+        return self._index
+
+    async def _is_known(self, prefix: str, arrived: float) -> bool:
+        """Whether a key with this prefix existed when the request arrived (the index may reload)."""
+        if self._index is not None and prefix in self._index.prefixes:
+            return True
+        try:
+            while self._index is None or self._index.loaded_at < arrived:
+                await asyncio.shield(self._reload_index_soon())
+        except DatabaseError as exc:
+            raise self._unavailable(exc) from None
+        return prefix in self._index.prefixes
+
+    def _reload_index_soon(self) -> asyncio.Future[KeyIndex]:
+        """The index load under way, or a new one, at most one per INDEX_RELOAD_SECONDS."""
+        if self._index_load is None:
+            last = self._index.loaded_at if self._index is not None else -INDEX_RELOAD_SECONDS
+            delay = max(0.0, last + INDEX_RELOAD_SECONDS - time.monotonic())
+            self._index_load = asyncio.ensure_future(self._load_index(delay))
+            # A reload nobody waits for (pass-through attribution) may fail: the next one tries again.
+            self._index_load.add_done_callback(lambda load: load.cancelled() or load.exception())
+        return self._index_load
+
+    async def _load_index(self, delay: float) -> KeyIndex:
+        try:
+            if delay:
+                await asyncio.sleep(delay)
+            loop = asyncio.get_running_loop()
+            self._index_stale = False
+            self._index = await loop.run_in_executor(self.executor, self.load_index)
+            return self._index
+        finally:
+            self._index_load = None
+
+    # ---- one app key ------------------------------------------------------------------------------
+
+    async def _lookup(self, prefix: str, previous: _Entry | None) -> _Entry:
+        lookup = self._lookups.get(prefix)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._refresh(prefix, previous))
+            self._lookups[prefix] = lookup
+            lookup.add_done_callback(lambda _: self._lookups.pop(prefix, None))
+        # Shielded: a client that hangs up must not cancel the lookup other requests wait on.
+        return await asyncio.shield(lookup)
+
+    async def _refresh(self, prefix: str, previous: _Entry | None) -> _Entry:
+        loop = asyncio.get_running_loop()
+        try:
+            record = await loop.run_in_executor(self.executor, self.load_key, prefix)
+            entry = _Entry(time.monotonic() + self.ttl, record)
+        except DatabaseError as exc:
+            entry = self._without_database(previous, exc)
+        self._remember(prefix, entry)
+        return entry
+
+    def _without_database(self, previous: _Entry | None, exc: DatabaseError) -> _Entry:
+        expires_at = time.monotonic() + min(self.ttl, STALE_GRACE_SECONDS)
+        if previous is not None and previous.record.credential is not None:
+            logger.warning("Cannot check app keys, the database is unavailable (%s)", type(exc).__name__)
+            return _Entry(expires_at, previous.record)
+        # Not cached: the next request asks again.
+        return _Entry(0.0, KeyRecord(lambda presented: True, failure=self._unavailable(exc)))
+
+    @staticmethod
+    def _unavailable(exc: DatabaseError) -> Refusal:
+        logger.warning("Cannot check app keys, the database is unavailable (%s)", type(exc).__name__)
+        return Refusal(
+            "The dashboard cannot check API keys right now (its database is unavailable); retry shortly.",
+            status=503, code="key_check_unavailable", error_type="server_error",
+        )
+
+    def _remember(self, prefix: str, entry: _Entry) -> None:
+        """Keep the entry; past MAX_CACHED_KEYS the oldest one goes (never all of them at once)."""
+        self._entries.pop(prefix, None)
+        if len(self._entries) >= MAX_CACHED_KEYS:
+            del self._entries[next(iter(self._entries))]
+        self._entries[prefix] = entry
+
+    # ---- the key-state version --------------------------------------------------------------------
 
     def _poll_version(self) -> None:
         """Now and then, read the key-state version in the background (it may live in Redis)."""
@@ -274,35 +399,3 @@ class CredentialCache:
             if self._version is not None:
                 self.forget()
             self._version = version
-
-    async def _refresh(self, presented: str, previous: _Answer | None) -> _Answer:
-        loop = asyncio.get_running_loop()
-        try:
-            credential = await loop.run_in_executor(self.executor, self.resolve, presented)
-            answer = _Answer(time.monotonic() + self.ttl, credential=credential)
-        except Refusal as failure:
-            answer = _Answer(time.monotonic() + self.ttl, failure=failure)
-        except DatabaseError as exc:
-            answer = self._without_database(previous, exc)
-        self._remember(presented, answer)
-        return answer
-
-    def _without_database(self, previous: _Answer | None, exc: DatabaseError) -> _Answer:
-        logger.warning("Cannot check app keys, the database is unavailable (%s)", type(exc).__name__)
-        expires_at = time.monotonic() + min(self.ttl, STALE_GRACE_SECONDS)
-        if previous is not None and previous.credential is not None:
-            return _Answer(expires_at, credential=previous.credential)
-        failure = Refusal(
-            "The dashboard cannot check API keys right now (its database is unavailable); retry shortly.",
-            status=503, code="key_check_unavailable", error_type="server_error",
-        )
-        # Not cached: the next request asks again.
-        return _Answer(0.0, failure=failure)
-
-    def _remember(self, presented: str, answer: _Answer) -> None:
-        if len(self._answers) >= MAX_CACHED_KEYS:
-            now = time.monotonic()
-            self._answers = {key: kept for key, kept in self._answers.items() if kept.expires_at > now}
-            if len(self._answers) >= MAX_CACHED_KEYS:
-                self._answers.clear()
-        self._answers[presented] = answer
