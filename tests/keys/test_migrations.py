@@ -18,6 +18,12 @@ def _migrate(*targets: tuple[str, str]) -> None:
     executor.migrate(list(targets))
 
 
+def _migrate_to_latest() -> None:
+    """Every app forward again: going back also took back the migrations that depend on the old one."""
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+
 def test_snapshots_taken_before_the_move_are_still_there() -> None:
     key = TogetherKey.create(name="main", secret=new_secret())
     _migrate(("keys", "0002_audit_log_and_upstream_grace"), ("pollers", "0001_initial"))
@@ -29,7 +35,7 @@ def test_snapshots_taken_before_the_move_are_still_there() -> None:
             [key.pk],
         )
 
-    _migrate(("keys", "0003_ratelimitsnapshot"), ("pollers", "0002_ratelimitsnapshot_moved_to_keys"))
+    _migrate_to_latest()
 
     assert "pollers_ratelimitsnapshot" not in connection.introspection.table_names()
     assert list(RateLimitSnapshot.objects.values_list("key__name", "headroom_pct")) == [("main", 42.0)]
