@@ -252,9 +252,27 @@ async def _through_proxy(app_keys: dict[str, str], evidence: Evidence) -> dict[s
                 statuses[f"{name} {path}"] = response.status_code
                 headers_text = "\n".join(f"{k}: {v}" for k, v in response.headers.items())
                 evidence.add(f"proxy {name} {method} {path}", f"{headers_text}\n{response.text}")
+        # A client that puts its app key where the model goes: stored, grouped and shown, never in clear.
+        current = {"Authorization": f"Bearer {app_keys['current']}"}
+        misplaced = {**CHAT, "model": app_keys["current"]}
+        response = await client.post("/v1/chat/completions", json=misplaced, headers=current)
+        statuses["key as model"] = response.status_code
+        # The answer is Together's, to the client that sent the key: it may name the model it was given.
+        evidence.add("proxy key as model", response.text, allowed=frozenset({"app second"}))
     await asyncio.to_thread(proxy.drain_logs)
     await proxy.stop()
     return statuses
+
+
+def _ingest_secrets_as_fields(app_key: str, evidence: Evidence) -> int:
+    """The ingest API given the app key as the model, the request id and the record id."""
+    records = [{"id": app_key, "endpoint": "/v1/chat/completions", "model": app_key, "status": 404,
+                "request_id": app_key, "error": {"message": f"Unable to access model {app_key}"}}]
+    response = Client().post("/api/ingest", data=records, content_type="application/json",
+                             HTTP_AUTHORIZATION=f"Bearer {app_key}")
+    # The answer lists each record's own id back to the client that sent it.
+    evidence.add_response("ingest key as fields", response, allowed=frozenset({"app second"}))
+    return response.status_code
 
 
 # ---- the test -------------------------------------------------------------------------------------------
@@ -278,6 +296,9 @@ def test_no_secret_appears_in_any_page_response_log_bundle_or_table(
     statuses = asyncio.run(_through_proxy(app_keys, evidence))
     assert statuses["current /v1/chat/completions"] == 200 and statuses["grace /v1/models"] == 200
     assert statuses["revoked /v1/chat/completions"] == 401 and statuses["unknown /v1/models"] == 401
+    assert statuses["key as model"] == 404  # forwarded, and Together does not know that model
+    assert _ingest_secrets_as_fields(app_keys["current"], evidence) == 200
+    assert RequestLog.objects.filter(source="ingest", model_requested="[redacted]").exists()
 
     pages = 0
     for who, user in (

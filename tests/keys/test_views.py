@@ -10,9 +10,10 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
-from together_dash.keys import lifecycle
+from together_dash.keys import audit, lifecycle
 from together_dash.keys.audit import Actor
 from together_dash.keys.models import AppKey, AuditLog, TogetherKey
+from together_dash.traffic.csv_export import _cell as request_csv_cell
 
 from .conftest import Together, new_secret
 
@@ -291,6 +292,15 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_defused(admin_web: Client, k
     lifecycle.create_app_key("=HYPERLINK(1)", Actor(user=key_admin), expires_at=None)
     body = b"".join(admin_web.get(reverse("keys-audit-csv")).streaming_content).decode()
     assert "'=HYPERLINK" in body and ",=HYPERLINK" not in body
+
+
+@pytest.mark.parametrize("lead", ["=", "+", "-", "@", "\t", "\r"])
+def test_the_audit_csv_defuses_every_formula_start_as_the_request_csv_does(lead: str) -> None:
+    entry = AuditLog(action="create", outcome="success", key_type="app", key_label="k", username="u",
+                     via="system", detail=f"{lead}HYPERLINK(1)")
+    line = list(audit.csv_lines([entry]))[1]
+    assert next(csv.reader(io.StringIO(line, newline="")))[-1] == f"'{lead}HYPERLINK(1)"
+    assert request_csv_cell(f"{lead}HYPERLINK(1)") == f"'{lead}HYPERLINK(1)"
 
 
 def test_a_key_in_its_grace_window_shows_when_the_old_secret_goes(

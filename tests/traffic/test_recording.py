@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import secrets
 import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -298,3 +299,30 @@ def test_the_same_records_sent_twice_at_once_are_stored_once() -> None:
     assert RequestLog.objects.count() == rounds * per_round
     assert ErrorGroup.objects.get().count == rounds * per_round
     assert UsageMinute.objects.get().requests == rounds * per_round
+
+
+def test_a_secret_in_any_stored_string_is_redacted_and_its_group_shows_none(upstream: TogetherKey) -> None:
+    key = f"tdk_ab12cd34_{secrets.token_urlsafe(32)}"
+    record_entries([failed(upstream, 404, "validation", "model_not_found", model_requested=key,
+                           model_served=key, request_id=key, endpoint=f"/v1/{key}",
+                           error_message=f"Unable to access model {key}")])
+
+    log = RequestLog.objects.get()
+    stored = [log.model_requested, log.model_served, log.request_id, log.endpoint, log.error_message]
+    assert all(key not in value and key[13:25] not in value for value in stored)
+    assert log.model_requested == "[redacted]"
+    assert ErrorGroup.objects.get().model == "[redacted]"
+
+
+def test_a_secret_cut_by_the_column_length_is_still_redacted(upstream: TogetherKey) -> None:
+    key = f"tdk_ab12cd34_{secrets.token_urlsafe(32)}"
+    record_entries([ok(upstream, model_requested="m" * 179 + " " + key)])  # the column keeps 200 characters
+    assert key[13:20] not in RequestLog.objects.get().model_requested
+
+
+def test_two_secret_like_client_ids_stay_two_records(app_key: AppKey, upstream: TogetherKey) -> None:
+    ids = [f"tdk_ab12cd34_{secrets.token_urlsafe(32)}" for _ in range(2)]
+    result = record_entries([ok(upstream, source="ingest", app_key_id=app_key.id, client_id=i) for i in ids])
+    assert (result.created, result.duplicates) == (2, 0)
+    stored = RequestLog.objects.values_list("client_id", flat=True)
+    assert all(client_id.startswith("[redacted]:") for client_id in stored)

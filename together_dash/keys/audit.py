@@ -10,6 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.dateparse import parse_date
 
+from together_dash.core.spreadsheet import defused
 from together_dash.keys.models import ApiToken, AppKey, AuditLog, TogetherKey
 from together_dash.together.redact import redact
 
@@ -129,5 +130,5 @@ def csv_lines(rows: Iterable[AuditLog]) -> Iterator[str]:
 
 
 def _defuse(cells: list[str]) -> list[str]:
-    # A spreadsheet runs a cell that starts with = + - @ as a formula; labels come from admins' input.
-    return ["'" + cell if cell[:1] in ("=", "+", "-", "@") else cell for cell in cells]
+    # Labels and details come from admins' input: no cell may run as a formula in a spreadsheet.
+    return [defused(cell) for cell in cells]

@@ -11,6 +11,7 @@ from asgiref.sync import sync_to_async
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 
+from together_dash.core.spreadsheet import defused
 from together_dash.traffic import listing
 
 COLUMNS: tuple[str, ...] = (
@@ -20,8 +21,6 @@ COLUMNS: tuple[str, ...] = (
     "tokenlimit_remaining", "category", "kind", "error_message", "error_group_id",
 )
 LINES_PER_AWAIT = 500
-# A cell starting with one of these is run as a formula by spreadsheet programs.
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 class _Echo:
@@ -49,8 +48,7 @@ def _cell(value: object) -> str:
         return value.isoformat()
     if isinstance(value, int | float | Decimal):
         return str(value)
-    text = str(value)
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+    return defused(str(value))
 
 
 

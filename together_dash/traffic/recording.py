@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import hashlib
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -25,6 +26,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.backends.utils import CursorWrapper
 
 from together_dash.catalog.pricing import cost_usd as catalog_cost
+from together_dash.together.redact import REDACTED, redact
 from together_dash.traffic.entries import LogEntry
 from together_dash.traffic.models import (
     COUNTER_COLUMNS,
@@ -143,21 +145,21 @@ def _announce(result: RecordResult) -> None:
 def _prepare(index: int, entry: LogEntry) -> _Item:
     """Clean one entry into a row; one bad value must not make the whole batch fail forever."""
     created_at = _utc(entry.created_at)
-    model = _text(entry.model_requested, 200)
-    served = _text(entry.model_served, 200)
-    endpoint = _text(entry.endpoint, 200)
+    model = _stored(entry.model_requested, 200)
+    served = _stored(entry.model_served, 200)
+    endpoint = _stored(entry.endpoint, 200)
     category = _text(entry.category, 16)
     kind = _text(entry.kind, 40)
     prompt, completion = _int4(entry.prompt_tokens), _int4(entry.completion_tokens)
     row = [
         created_at, _text(entry.source, 8) or "proxy", entry.app_key_id, entry.upstream_key_id,
-        _text(entry.client_id, 100) if entry.client_id is not None else None,
+        _client_id(entry.client_id) if entry.client_id is not None else None,
         _text(entry.key_fingerprint, 16), _text(entry.method, 8), endpoint, model, served, bool(entry.stream),
         _int(entry.status_code, _INT2), entry.latency_ms, entry.ttft_ms, prompt, completion,
         _int4(entry.total_tokens), _int4(entry.cached_tokens), _cost(served or model, prompt, completion),
-        _text(entry.request_id, 100), _int4(entry.ratelimit_limit), _int4(entry.ratelimit_remaining),
+        _stored(entry.request_id, 100), _int4(entry.ratelimit_limit), _int4(entry.ratelimit_remaining),
         entry.ratelimit_reset, _int4(entry.tokenlimit_limit), _int4(entry.tokenlimit_remaining),
-        category, kind, _text(entry.error_message, 1000), None,
+        category, kind, _stored(entry.error_message, 1000), None,
     ]
     item = _Item(index, entry, row, model or served)
     if category:
@@ -178,6 +180,26 @@ def _utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+def _stored(value: str | None, limit: int) -> str:
+    """A free-text field the client controls, redacted: an app key sent as the model is never stored.
+
+    Redacted before it is cut, so no half of a secret survives the cut; cut roughly first, so a huge
+    value costs no more than a long one.
+    """
+    if not value:
+        return ""
+    return _text(redact(value[: limit * 4]), limit)
+
+
+def _client_id(value: str) -> str:
+    """The ingest record's own id, redacted like the rest; two secret-like ids stay two ids."""
+    cleaned = _stored(value, 100)
+    if cleaned != _text(value, 100):
+        digest = hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()[:16]
+        cleaned = f"{REDACTED}:{digest}"
+    return cleaned
 
 
 def _text(value: str | None, limit: int) -> str:
