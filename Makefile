@@ -46,12 +46,19 @@ venv: $(VENV)/.stamp-runtime
 npm: node_modules/.stamp
 deps: venv npm
 
-# The tool virtualenvs (.venv-sdk1 and .venv-litellm below, .venv-piptools above) install one pinned
+# The tool virtualenvs (.venv-sdk1, .venv-sdk2 and .venv-litellm below, .venv-piptools above) install one pinned
 # package each without hashes: they are kept apart from .venv and are not part of what together-dash runs on.
 # The together 1.5.x SDK in its own virtualenv: the dataset validator's verdicts are tested against its check_file.
 .venv-sdk1/.stamp:
 	test -x .venv-sdk1/bin/python || $(PYTHON) -m venv .venv-sdk1
 	.venv-sdk1/bin/python -m pip install --quiet together==1.5.34
+	touch $@
+
+# The together 2.x SDK in its own virtualenv: many apps still run it (base URL with /v1), and the main
+# virtualenv holds today's 3.x. tests/proxy/test_sdk2.py drives it through the proxy.
+.venv-sdk2/.stamp:
+	test -x .venv-sdk2/bin/python || $(PYTHON) -m venv .venv-sdk2
+	.venv-sdk2/bin/python -m pip install --quiet together==2.42.0
 	touch $@
 
 # LiteLLM's proxy in its own virtualenv, pinned: `make bench-peers` measures it against ours.
@@ -86,7 +93,7 @@ run: setup
 	fi
 
 # ---- tests ----------------------------------------------------------------------------------------
-test: deps $(VENV)/.stamp-dev /usr/bin/chromium collectstatic .venv-sdk1/.stamp
+test: deps $(VENV)/.stamp-dev /usr/bin/chromium collectstatic .venv-sdk1/.stamp .venv-sdk2/.stamp
 	# Tests keep generated secrets and broker folders in a scratch folder, not the developer's ./var.
 	TOGETHER_DASH_VAR_DIR=$$(mktemp -d) $(BIN)/pytest -m "not faults" $(PYTEST_ARGS)
 
@@ -132,4 +139,4 @@ audit: $(VENV)/.stamp-dev
 	  $$(grep -oE '^[A-Za-z0-9-]+' .pip-audit-ignore | sed 's/^/--ignore-vuln /')
 
 clean:
-	rm -rf $(VENV) .venv-litellm .venv-piptools node_modules staticfiles var
+	rm -rf $(VENV) .venv-sdk1 .venv-sdk2 .venv-litellm .venv-piptools node_modules staticfiles var
