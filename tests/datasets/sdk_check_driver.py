@@ -1,4 +1,4 @@
-"""Run the together 1.5.x SDK's check_file on many files; runs inside .venv-sdk1, not the project's venv.
+"""Run a together SDK's check_file on many files: 1.5.x inside .venv-sdk1, or 3.x in the project's venv.
 
 Reads a JSON list of {"path": str, "purpose": str} on stdin and prints one JSON list of verdicts:
 {"path", "is_check_passed", "line_number" (int or null), "message", "exception" (str or null)}.
@@ -10,7 +10,10 @@ import re
 import sys
 from typing import Any
 
-from together.utils.files import check_file
+try:
+    from together.lib.utils.files import check_file  # together 3.x
+except ImportError:
+    from together.utils.files import check_file  # together 1.x
 
 # The SDK puts the line in report["line_number"] for format errors, and only in the message for JSON errors.
 LINE_IN_MESSAGE = re.compile(r"\bline (\d+)\b")

@@ -1,13 +1,20 @@
-"""Our verdict agrees with the together 1.5.34 SDK's check_file on every file of a generated corpus.
+"""Our verdict agrees with the together SDKs' check_file on every file of a generated corpus.
 
-The SDK lives in its own virtualenv, .venv-sdk1 (`make .venv-sdk1/.stamp`, a prerequisite of `make test`),
-and checks the whole corpus in one subprocess through tests/datasets/sdk_check_driver.py.
+Two oracles: together 1.5.34, the last SDK to check each line's content, lives in its own virtualenv,
+.venv-sdk1 (`make .venv-sdk1/.stamp`, a prerequisite of `make test`); together 3.x is the project's own
+SDK. Each checks the whole corpus in one subprocess through tests/datasets/sdk_check_driver.py.
+
+Where the two disagree we follow 3.x, and the case says what 1.5.34 said (`sdk1`). 3.x's check stops
+at the file level and leaves a line's content to Together's server, so every content rule we keep
+from 1.5.34 is one 3.x passes: CONTENT_CASES are refused by us and 1.5.34 but passed by 3.x, unless
+the case says otherwise (`sdk3`).
 """
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +25,7 @@ from django.conf import settings
 from together_dash.together.datasets import MAX_IMAGE_URL_CHARS, DatasetReport, validate_dataset
 
 SDK_PYTHON = Path(settings.BASE_DIR) / ".venv-sdk1" / "bin" / "python"
+SDK3_PYTHON = Path(sys.executable)  # the project's venv, with together 3.x
 DRIVER = Path(__file__).with_name("sdk_check_driver.py")
 
 PNG = (
@@ -30,12 +38,17 @@ WEBP = "data:image/webp;base64,UklGRhoAAABXRUJQVlA4TA0AAAAvAAAAEAcQERGIiP4HAA=="
 
 @dataclass(frozen=True)
 class Case:
-    """One corpus file: whether Together should accept it, its bytes (None: no file), name and purpose."""
+    """One corpus file: whether Together should accept it, its bytes (None: no file), name and purpose.
+
+    `sdk1` and `sdk3` are those SDKs' verdicts where they differ from `valid` (None: the same).
+    """
 
     valid: bool
     content: bytes | None
     suffix: str = ".jsonl"
     purpose: str = "fine-tune"
+    sdk1: bool | None = None
+    sdk3: bool | None = None
 
 
 def jsonl(*lines: Any, end: bytes = b"\n") -> bytes:
@@ -82,8 +95,20 @@ def preference(messages: Any = None, preferred: Any = None, non_preferred: Any =
 
 
 GOOD_CHAT = chat(user(), assistant())
+WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+TOOL_CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+TOOL_CHAT = {
+    "messages": [
+        user("Weather in Paris?"),
+        {"role": "assistant", "tool_calls": [TOOL_CALL]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+        assistant("Sunny."),
+    ],
+    "tools": [WEATHER_TOOL],
+}
 
-CASES: dict[str, Case] = {
+# Files decided at the file level: type, size, encoding, one JSON object per line.
+FILE_CASES: dict[str, Case] = {
     # ---- accepted
     "text_one_line": Case(True, jsonl({"text": "Hello world"})),
     "text_many_lines": Case(True, jsonl(*({"text": f"sample {n}"} for n in range(200)))),
@@ -150,18 +175,32 @@ CASES: dict[str, Case] = {
     "truncated_utf8_at_end": Case(False, jsonl({"text": "ok"}) + b'{"text": "\xe4\xbd'),
     "utf8_bom": Case(False, b"\xef\xbb\xbf" + jsonl(GOOD_CHAT)),
     "invalid_json_line_2": Case(False, jsonl(GOOD_CHAT, '{"messages": [', GOOD_CHAT)),
-    "blank_line_in_the_middle": Case(False, jsonl(GOOD_CHAT, "", GOOD_CHAT)),
-    "trailing_blank_line": Case(False, jsonl(GOOD_CHAT, GOOD_CHAT) + b"\n"),
+    # 3.x skips blank lines (1.5.34 refused them); a file of nothing else has no samples.
+    "blank_line_in_the_middle": Case(True, jsonl(GOOD_CHAT, "", GOOD_CHAT), sdk1=False),
+    "trailing_blank_line": Case(True, jsonl(GOOD_CHAT, GOOD_CHAT) + b"\n", sdk1=False),
+    "whitespace_only_line": Case(True, jsonl(GOOD_CHAT, " \t", GOOD_CHAT), sdk1=False),
+    "only_blank_lines": Case(False, b"\n \n\r\n"),
     "cr_inside_an_object": Case(False, b'{"text":\r"a"}\n'),
     "huge_integer": Case(False, jsonl({"text": "a"}, '{"text": ' + "9" * 5000 + "}")),
-    "nan_content": Case(False, jsonl('{"text": NaN}')),
+    "nan_content": Case(False, jsonl('{"text": NaN}'), sdk3=True),  # JSON to Python; not content
     "form_feed_between_tokens": Case(False, b'{"text":\x0c"a"}\n'),
     "raw_tab_inside_a_string": Case(False, b'{"text": "a\tb"}\n'),
-    "duplicate_keys_last_is_invalid": Case(False, b'{"text": "a", "text": 1}\n'),
+    "duplicate_keys_last_is_invalid": Case(False, b'{"text": "a", "text": 1}\n', sdk3=True),
     "nesting_too_deep": Case(False, jsonl({"text": "a"}, "[" * 100_000 + "]" * 100_000)),
     "line_is_a_list": Case(False, jsonl(GOOD_CHAT, [GOOD_CHAT])),
     "line_is_a_string": Case(False, jsonl('"just text"')),
     "line_is_null": Case(False, jsonl(GOOD_CHAT, "null")),
+}
+
+# Rules on what a line holds: 1.5.34 checked them in the client, 3.x leaves them to the server.
+CONTENT_CASES: dict[str, Case] = {
+    # ---- together 3.x: tools, the tool role, and messages without a content
+    "chat_with_tools_and_tool_messages": Case(True, jsonl(TOOL_CHAT, TOOL_CHAT), sdk1=False),
+    "role_tool": Case(True, jsonl(chat(user(), {"role": "tool", "content": "{}"}, assistant())), sdk1=False),
+    "missing_content": Case(True, jsonl(chat(user(), {"role": "assistant"})), sdk1=False),
+    "tools_not_a_list": Case(False, jsonl({**GOOD_CHAT, "tools": "get_weather"})),
+    "tools_not_objects": Case(False, jsonl({**GOOD_CHAT, "tools": ["get_weather"]}), sdk1=False),
+    "tools_on_a_text_sample": Case(False, jsonl({"text": "a", "tools": [WEATHER_TOOL]})),
     # ---- format detection
     "no_known_keys": Case(False, jsonl({"question": "q", "answer": "a"})),
     "prompt_without_completion": Case(False, jsonl({"prompt": "q"})),
@@ -177,9 +216,7 @@ CASES: dict[str, Case] = {
     "messages_empty": Case(False, jsonl(GOOD_CHAT, {"messages": []})),
     "message_not_an_object": Case(False, jsonl(chat("hi", assistant()))),
     "missing_role": Case(False, jsonl(chat({"content": "hi"}, assistant()))),
-    "missing_content": Case(False, jsonl(chat(user(), {"role": "assistant"}))),
     "role_not_a_string": Case(False, jsonl(chat({"role": 1, "content": "hi"}, assistant()))),
-    "role_tool": Case(False, jsonl(chat(user(), {"role": "tool", "content": "{}"}, assistant()))),
     "role_uppercase": Case(False, jsonl(chat({"role": "User", "content": "hi"}, assistant()))),
     "two_users_in_a_row": Case(False, jsonl(GOOD_CHAT, chat(user(), user(), assistant()))),
     "two_systems_in_a_row": Case(False, jsonl(chat(system(), system(), user(), assistant()))),
@@ -244,9 +281,25 @@ CASES: dict[str, Case] = {
     "preference_output_image": Case(False, jsonl(preference(preferred=[assistant([image()])]))),
     # ---- many problems in one file: the SDK names the first, we name them all
     "errors_on_many_lines": Case(
-        False, jsonl(GOOD_CHAT, chat(user()), GOOD_CHAT, "{", chat(user(), user()), GOOD_CHAT, {"text": "x"})
+        False,
+        jsonl(GOOD_CHAT, chat(user()), GOOD_CHAT, "{", chat(user(), user()), GOOD_CHAT, {"text": "x"}),
+        sdk3=False,  # line 4 is not JSON
     ),
 }
+
+CASES: dict[str, Case] = {**FILE_CASES, **CONTENT_CASES}
+
+
+def sdk1_expects(name: str) -> bool:
+    case = CASES[name]
+    return case.valid if case.sdk1 is None else case.sdk1
+
+
+def sdk3_expects(name: str) -> bool:
+    case = CASES[name]
+    if case.sdk3 is not None:
+        return case.sdk3
+    return case.valid or name in CONTENT_CASES
 
 
 @pytest.fixture(scope="module")
@@ -260,18 +313,12 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
-@pytest.fixture(scope="module")
-def sdk_verdicts(corpus: dict[str, Path]) -> dict[str, dict[str, Any]]:
-    """The SDK's check_file verdict on every corpus file, from one subprocess."""
-    if not SDK_PYTHON.exists():
-        pytest.fail(
-            f"{SDK_PYTHON} is missing: run `make .venv-sdk1/.stamp` (make test does it) "
-            "to install together==1.5.34 there"
-        )
+def run_driver(python: Path, corpus: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """One SDK's check_file verdict on every corpus file, from one subprocess."""
     cases = [{"path": str(corpus[name]), "purpose": case.purpose} for name, case in CASES.items()]
     env = {**os.environ, "TOGETHER_NO_BANNER": "1", "PYTHONUTF8": "1"}
     done = subprocess.run(  # noqa: S603 - our own interpreter and script
-        [str(SDK_PYTHON), str(DRIVER)],
+        [str(python), str(DRIVER)],
         input=json.dumps(cases),
         capture_output=True,
         text=True,
@@ -282,6 +329,23 @@ def sdk_verdicts(corpus: dict[str, Path]) -> dict[str, dict[str, Any]]:
     assert done.returncode == 0, done.stderr[-3000:]
     verdicts = {verdict["path"]: verdict for verdict in json.loads(done.stdout)}
     return {name: verdicts[str(path)] for name, path in corpus.items()}
+
+
+@pytest.fixture(scope="module")
+def sdk_verdicts(corpus: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """together 1.5.34's verdicts."""
+    if not SDK_PYTHON.exists():
+        pytest.fail(
+            f"{SDK_PYTHON} is missing: run `make .venv-sdk1/.stamp` (make test does it) "
+            "to install together==1.5.34 there"
+        )
+    return run_driver(SDK_PYTHON, corpus)
+
+
+@pytest.fixture(scope="module")
+def sdk3_verdicts(corpus: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """together 3.x's verdicts (the project's own SDK)."""
+    return run_driver(SDK3_PYTHON, corpus)
 
 
 def ours(name: str, corpus: dict[str, Path]) -> DatasetReport:
@@ -299,16 +363,37 @@ def test_the_sdk_judges_each_corpus_file_as_labelled(
     name: str, sdk_verdicts: dict[str, dict[str, Any]]
 ) -> None:
     verdict = sdk_verdicts[name]
-    assert verdict["is_check_passed"] is CASES[name].valid, verdict
+    assert verdict["is_check_passed"] is sdk1_expects(name), verdict
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_our_verdict_agrees_with_the_sdk(
-    name: str, corpus: dict[str, Path], sdk_verdicts: dict[str, dict[str, Any]]
+def test_the_3x_sdk_judges_each_corpus_file_as_labelled(
+    name: str, sdk3_verdicts: dict[str, dict[str, Any]]
+) -> None:
+    verdict = sdk3_verdicts[name]
+    assert verdict["is_check_passed"] is sdk3_expects(name), verdict
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_our_verdict_agrees_with_the_sdks(
+    name: str,
+    corpus: dict[str, Path],
+    sdk_verdicts: dict[str, dict[str, Any]],
+    sdk3_verdicts: dict[str, dict[str, Any]],
 ) -> None:
     report = ours(name, corpus)
-    verdict = sdk_verdicts[name]
-    assert report.ok is verdict["is_check_passed"], (verdict, report.to_json())
+    sdk1, sdk3 = sdk_verdicts[name]["is_check_passed"], sdk3_verdicts[name]["is_check_passed"]
+    assert report.ok is CASES[name].valid, report.to_json()
+    if sdk1 == sdk3:  # both SDKs agree: so do we
+        assert report.ok is sdk1, (sdk_verdicts[name], report.to_json())
+    if not sdk3:  # what 3.x refuses, we refuse
+        assert not report.ok, (sdk3_verdicts[name], report.to_json())
+    if sdk3 and not report.ok:  # stricter than 3.x only on a line's content, which its server checks
+        assert name in CONTENT_CASES or CASES[name].sdk3 is True
+
+
+# 1.5.34 names the first blank line; 3.x skips blank lines, so we report the missing samples instead.
+BLANK_LINES_ONLY = {"only_blank_lines"}
 
 
 def test_we_report_every_line_the_sdk_reports(
@@ -316,7 +401,12 @@ def test_we_report_every_line_the_sdk_reports(
 ) -> None:
     # CSV is left out: the SDK numbers CSV data rows from 1 after the header, we give the file line.
     with_lines = [
-        name for name, case in CASES.items() if case.suffix == ".jsonl" and sdk_verdicts[name]["line_number"]
+        name
+        for name, case in CASES.items()
+        if case.suffix == ".jsonl"
+        and sdk_verdicts[name]["line_number"]
+        and not case.valid
+        and name not in BLANK_LINES_ONLY
     ]
     missed = {
         name: (sdk_verdicts[name]["line_number"], sdk_verdicts[name]["message"])

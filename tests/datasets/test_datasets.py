@@ -85,15 +85,15 @@ def test_it_accepts_multimodal_conversations(tmp_path: Path) -> None:
     ("bad_line", "expected"),
     [
         (b'{"text": ', "invalid JSON"),
-        (b"", "blank line"),
         ([CHAT], "must be a JSON object, found a list"),
         ({"question": "q"}, "no dataset format has the keys `question`"),
         ({**CHAT, "id": 1}, "unexpected key `id`"),
         ({"messages": []}, "messages: is empty"),
         ({"messages": "hi"}, "messages: must be a list"),
         ({"messages": [{"content": "x"}, ASSISTANT]}, "messages[0]: missing `role`"),
-        ({"messages": [USER, {"role": "assistant"}]}, "messages[1]: missing `content`"),
-        ({"messages": [USER, {"role": "tool", "content": "x"}]}, 'messages[1]: role "tool" is not one of'),
+        ({"messages": [USER, {"role": "bot", "content": "x"}]}, 'messages[1]: role "bot" is not one of'),
+        ({**CHAT, "tools": {"name": "f"}}, "tools: must be a list of tool definitions, found an object"),
+        ({"text": "a", "tools": []}, "unexpected key `tools`: a text sample has only `text`"),
         ({"messages": [USER, USER, ASSISTANT]}, "messages[1]: a second `user` message in a row"),
         ({"messages": [USER]}, "messages: no assistant message"),
         ({"messages": [USER, {**ASSISTANT, "weight": 2}]}, "messages[1]: weight must be the integer 0 or 1"),
@@ -175,6 +175,32 @@ def test_an_image_message_cannot_have_weight_one(tmp_path: Path) -> None:
     )
 
 
+def test_blank_lines_are_skipped_like_in_the_3x_sdk(tmp_path: Path) -> None:
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(json.dumps(CHAT).encode() + b"\n\n  \n" + json.dumps(CHAT).encode() + b"\n\n")
+
+    report = validate_dataset(path)
+
+    assert (report.ok, report.samples, report.errors) == (True, 2, [])
+
+
+def test_a_tool_calling_conversation_passes(tmp_path: Path) -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    sample = {
+        "messages": [
+            USER,
+            {"role": "assistant", "tool_calls": [call]},  # no content: 3.x requires only the role
+            {"role": "tool", "tool_call_id": "c1", "content": "42"},
+            ASSISTANT,
+        ],
+        "tools": [{"type": "function", "function": {"name": "f"}}],
+    }
+
+    report = validate_dataset(write(tmp_path, sample))
+
+    assert (report.ok, report.format, report.errors) == (True, "conversation", [])
+
+
 def test_weight_true_passes_like_in_the_sdk(tmp_path: Path) -> None:
     assert validate_dataset(write(tmp_path, {"messages": [USER, {**ASSISTANT, "weight": True}]})).ok
 
@@ -197,7 +223,7 @@ def test_every_problem_is_reported_with_its_line(tmp_path: Path) -> None:
         (2, "messages[1]: a second `user` message in a row; roles must alternate"),
         (2, "messages: no assistant message; at least one is required"),
         (3, "invalid JSON: Expecting value at character 1"),
-        (5, 'messages[0]: role "bot" is not one of system, user, assistant'),
+        (5, 'messages[0]: role "bot" is not one of system, user, assistant, tool'),
         (5, "messages[0].content: must be a string or a list of content parts, found a number"),
     ]
     assert (report.ok, report.samples, report.error_count) == (False, 5, 5)

@@ -33,7 +33,8 @@ def test_together_sdk_upload_uses_the_redirect_flow(
     assert uploaded.filename == "train.jsonl"
     assert uploaded.bytes == path.stat().st_size
     assert uploaded.purpose == "fine-tune"
-    assert uploaded.processed is True
+    # 3.x FileResponse has no `processed` field; the body still carries the documented `Processed`.
+    assert together_client.files.retrieve(uploaded.id).to_dict()["Processed"] is True
     assert [f.id for f in listed.data] == [uploaded.id]
     assert content == path.read_bytes()
 

@@ -1,8 +1,9 @@
 """The simulator as a raw ASGI app: routing and the per-request pipeline.
 
-Per /v1 request: latency (scenario + `X-Simulate-Latency-Ms`), bearer auth, an `X-Simulate` fault,
-then the endpoint handler. Every response carries `x-request-id`, `cf-ray` and `x-total-time`. Raw
-ASGI rather than a framework because the simulator must never be the bottleneck of a benchmark.
+The API is served at the root, each path carrying its version as together 3.x sends it (`/v1/...`,
+`/v2/...`, `/v3/whoami`). Per API request: latency (scenario + `X-Simulate-Latency-Ms`), bearer auth,
+an `X-Simulate` fault, then the endpoint handler. Every response carries `x-request-id`, `cf-ray` and
+`x-total-time`. Raw ASGI rather than a framework: the simulator must never be what slows a benchmark.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from collections.abc import Awaitable, Callable
 from together_dash.simulator import (
     account,
     batches,
+    billing,
     completions,
     control,
+    endpoints,
     errors,
     faults,
     files,
@@ -36,10 +39,13 @@ Handler = Callable[[SimulatorState, Request], Awaitable[Response]]
 ROUTES: dict[tuple[str, str], Handler] = {
     ("GET", "/v1/models"): account.list_models,
     ("GET", "/v1/whoami"): account.whoami,
+    ("GET", "/v3/whoami"): account.whoami_v3,
+    ("GET", "/v2/supported-models"): account.list_supported,
     ("POST", "/v1/chat/completions"): completions.chat,
     ("POST", "/v1/completions"): completions.text,
     ("POST", "/v1/embeddings"): completions.embeddings,
     ("POST", "/v1/images/generations"): completions.images,
+    ("POST", "/v1/rerank"): completions.rerank,
     ("GET", "/v1/files"): files.list_files,
     ("POST", "/v1/files"): files.upload,
     ("POST", "/v1/files/upload"): files.upload,
@@ -49,6 +55,11 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ("POST", "/v1/fine-tunes/estimate-price"): finetunes.estimate_price,
     ("GET", "/v1/batches"): batches.list_batches,
     ("POST", "/v1/batches"): batches.create,
+    ("GET", "/v1/endpoints"): endpoints.list_endpoints,
+    ("POST", "/v1/endpoints"): endpoints.create,
+    ("GET", "/v1/hardware"): endpoints.list_hardware,
+    ("GET", "/v2/public/inference-instance-types"): endpoints.list_instance_types,
+    ("GET", "/v1/billing/usage"): billing.usage,
 }
 
 _ID = "([A-Za-z0-9._:-]+)"
@@ -64,6 +75,15 @@ PATTERNS: list[tuple[str, re.Pattern[str], Handler]] = [
     ("POST", re.compile(rf"^/v1/fine-tunes/{_ID}/cancel$"), finetunes.cancel),
     ("GET", re.compile(rf"^/v1/batches/{_ID}$"), batches.retrieve),
     ("POST", re.compile(rf"^/v1/batches/{_ID}/cancel$"), batches.cancel),
+    ("GET", re.compile(rf"^/v1/endpoints/{_ID}$"), endpoints.retrieve),
+    ("PATCH", re.compile(rf"^/v1/endpoints/{_ID}$"), endpoints.update),
+    ("DELETE", re.compile(rf"^/v1/endpoints/{_ID}$"), endpoints.delete),
+    ("GET", re.compile(r"^/v2/supported-models/(.+)$"), account.retrieve_supported),
+    ("GET", re.compile(rf"^/v2/projects/{_ID}/models$"), account.list_project_models),
+    ("GET", re.compile(rf"^/v2/projects/{_ID}/endpoints$"), endpoints.v2_list),
+    ("GET", re.compile(rf"^/v2/projects/{_ID}/endpoints/{_ID}$"), endpoints.v2_retrieve),
+    ("PATCH", re.compile(rf"^/v2/projects/{_ID}/endpoints/{_ID}$"), endpoints.v2_update),
+    ("DELETE", re.compile(rf"^/v2/projects/{_ID}/endpoints/{_ID}$"), endpoints.v2_delete),
 ]
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from together_dash.simulator import errors, inference
 from together_dash.simulator.clock import iso
-from together_dash.simulator.completions import plan_chat
+from together_dash.simulator.completions import charges, plan_chat
 from together_dash.simulator.wire import Request, Response, dumps, json_response
 
 if TYPE_CHECKING:
@@ -162,7 +162,7 @@ def _answer(state: SimulatorState, batch: BatchJob, line: tuple[str, Any]) -> bo
         code = "invalid_model" if status == 404 or b"model_not_available" in raw else "invalid_request"
         batch.failures.append(_error_line(custom_id, message, code))
         return True
-    state.bill()
+    state.bill(charges(state, request, plan, batch=True))
     response = {"status_code": 200, "body": inference.chat_completion_dict(plan)}
     batch.outputs.append(dumps({"custom_id": custom_id, "response": response}))
     return True

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from together_dash.simulator import errors, inference, ratelimits, streaming
+from together_dash.simulator import billing, errors, inference, ratelimits, streaming, wire
 from together_dash.simulator.catalog import CHAT_TYPES, CatalogModel
 from together_dash.simulator.inference import DEFAULT_SHAPE, OutputShape, Reply
 from together_dash.simulator.wire import JSON, SSE, Headers, Request, Response
@@ -41,6 +41,9 @@ def resolve_model(
     model_id = body.get("model")
     if not isinstance(model_id, str) or not model_id:
         return 400, errors.invalid_request("model is required", param="model")
+    endpoint = state.endpoints.by_name(model_id) if state.endpoints.endpoints else None
+    if endpoint is not None:
+        return _dedicated_model(state, endpoint)
     model = state.model(model_id)
     if model is None:
         return 404, errors.model_not_found(model_id)
@@ -51,6 +54,30 @@ def resolve_model(
             f"Model {model_id} is a {model.type} model and cannot serve this endpoint.", param="model"
         )
     return model
+
+
+def _dedicated_model(state: SimulatorState, endpoint: Any) -> CatalogModel | Failure:
+    """A request to `<project_slug>/<endpoint>`: served by the endpoint's model while it is STARTED."""
+    now = state.clock.now()
+    current = endpoint.state_at(now)
+    model = state.model(endpoint.model)
+    if current != "STARTED" or model is None:
+        message = f"Endpoint {endpoint.name} is {current}; start it to send it requests."
+        return 400, errors.body(message, "invalid_request_error", code="model_not_available")
+    endpoint.last_request = now
+    return model
+
+
+def charges(
+    state: SimulatorState, body: dict[str, Any], reply: Reply, *, batch: bool = False
+) -> list[billing.Charge]:
+    """The tokens a served completion puts on the bill (none on a dedicated endpoint: it bills per minute)."""
+    if state.endpoints.endpoints and state.endpoints.by_name(str(body.get("model"))) is not None:
+        return []
+    model = state.model(reply.model)
+    if model is None:
+        return []
+    return billing.token_charges(model, reply.prompt_tokens, reply.completion_tokens, batch=batch)
 
 
 def _max_tokens(body: dict[str, Any]) -> int | None | Failure:
@@ -127,13 +154,13 @@ def _limited(budget: ratelimits.KeyBudget, kind: str, now: float) -> Response:
 
 
 def _charge(
-    state: SimulatorState, budget: ratelimits.KeyBudget, tokens: int
+    state: SimulatorState, budget: ratelimits.KeyBudget, tokens: int, bill: list[billing.Charge]
 ) -> tuple[Headers, Response | None]:
     now = state.clock.now()
     kind = budget.charge_tokens(tokens, now)
     if kind is not None:
         return [], _limited(budget, kind, now)
-    state.bill()
+    state.bill(bill)
     return budget.headers(now), None
 
 
@@ -153,7 +180,7 @@ async def chat(state: SimulatorState, request: Request) -> Response:
     plan = plan_chat(state, body, shape)
     if isinstance(plan, tuple):
         return Response(plan[0], plan[1], JSON, budget.headers(state.clock.now()))
-    headers, refused = _charge(state, budget, plan.total_tokens)
+    headers, refused = _charge(state, budget, plan.total_tokens, charges(state, body, plan))
     if refused is not None:
         return refused
     if body.get("stream"):
@@ -173,7 +200,7 @@ async def text(state: SimulatorState, request: Request) -> Response:
     plan = _plan_text(state, body, shape)
     if isinstance(plan, tuple):
         return Response(plan[0], plan[1], JSON, budget.headers(state.clock.now()))
-    headers, refused = _charge(state, budget, plan.total_tokens)
+    headers, refused = _charge(state, budget, plan.total_tokens, charges(state, body, plan))
     if refused is not None:
         return refused
     if body.get("stream"):
@@ -210,7 +237,7 @@ async def embeddings(state: SimulatorState, request: Request) -> Response:
         if overflow is not None:
             return Response(overflow[0], overflow[1], JSON, budget.headers(now))
     payload, tokens = inference.embeddings(model, inputs)
-    headers, refused = _charge(state, budget, tokens)
+    headers, refused = _charge(state, budget, tokens, billing.token_charges(model, tokens, 0))
     return refused or Response(200, payload, JSON, headers)
 
 
@@ -230,8 +257,69 @@ async def images(state: SimulatorState, request: Request) -> Response:
             JSON,
             budget.headers(state.clock.now()),
         )
-    headers, refused = _charge(state, budget, 0)
+    headers, refused = _charge(state, budget, 0, billing.image_charges(model, n))
     if refused is not None:
         return refused
     payload = inference.image_generation(model.id, n, body.get("response_format") or "url", request.host)
     return Response(200, payload, JSON, headers)
+
+
+def _rerank_texts(documents: Any, rank_fields: Any) -> list[str] | None:
+    """Each document's text to rank: a string as is, an object's `rank_fields` (all fields by default)."""
+    if not isinstance(documents, list) or not documents:
+        return None
+    texts = []
+    for document in documents:
+        if isinstance(document, str):
+            texts.append(document)
+        elif isinstance(document, dict):
+            fields = rank_fields if isinstance(rank_fields, list) and rank_fields else list(document)
+            texts.append(" ".join(str(document.get(name, "")) for name in fields))
+        else:
+            return None
+    return texts
+
+
+async def rerank(state: SimulatorState, request: Request) -> Response:
+    """POST /v1/rerank: documents scored by word overlap with the query, best first, billed as input."""
+    body = _body(request)
+    budget, refused = _admit(state, request)
+    if refused is not None:
+        return refused
+    now = state.clock.now()
+    model = resolve_model(state, body, frozenset({"rerank"}))
+    if isinstance(model, tuple):
+        return Response(model[0], model[1], JSON, budget.headers(now))
+    query = body.get("query")
+    texts = _rerank_texts(body.get("documents"), body.get("rank_fields"))
+    if not isinstance(query, str) or not query or texts is None:
+        message = "query must be a string and documents a non-empty list of strings or objects"
+        return Response(400, errors.invalid_request(message, param="documents"), JSON, budget.headers(now))
+    top_n = body.get("top_n") or len(texts)
+    if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
+        return Response(
+            400,
+            errors.invalid_request("top_n must be a positive integer", param="top_n"),
+            JSON,
+            budget.headers(now),
+        )
+    prompt_tokens = sum(inference.count_tokens(query) + inference.count_tokens(text) for text in texts)
+    headers, refused = _charge(state, budget, prompt_tokens, billing.token_charges(model, prompt_tokens, 0))
+    if refused is not None:
+        return refused
+    scores = [inference.relevance(query, text) for text in texts]
+    order = sorted(range(len(texts)), key=lambda i: (-scores[i], i))[:top_n]
+    keep = bool(body.get("return_documents"))
+    results = [
+        {"index": i, "relevance_score": scores[i], "document": {"text": texts[i]} if keep else {}}
+        for i in order
+    ]
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": 0, "total_tokens": prompt_tokens}
+    payload = {
+        "id": wire.completion_id(),
+        "object": "rerank",
+        "model": model.id,
+        "results": results,
+        "usage": usage,
+    }
+    return Response(200, wire.dumps(payload), JSON, headers)

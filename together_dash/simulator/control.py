@@ -6,7 +6,7 @@ POST /_sim/reset      [scenario]       forget everything; the body (optional) is
 POST /_sim/scenario   {fields...}      change some scenario fields, keep the rest
 POST /_sim/credits    {"calls": N}     billed calls left before 402s (null: unlimited); or {"add": N}
 POST /_sim/revoke     {"key": K}       401 for that key from now on; {"key": K, "revoked": false} undoes
-POST /_sim/clock      {"freeze": bool, "advance_s": N}
+POST /_sim/clock      {"freeze": bool, "at": unix_s, "advance_s": N}   (at: freeze at that instant)
 PUT  /_sim/uploads/{file_id}?token=T   the upload target of the SDK's redirect flow
 GET  /_sim/images/{name}.png           the images that generations point at
 """
@@ -99,7 +99,7 @@ def _revoke(state: SimulatorState, data: dict[str, Any]) -> None:
 
 def _clock(state: SimulatorState, data: dict[str, Any]) -> None:
     if data.get("freeze") is True:
-        state.clock.freeze()
+        state.clock.freeze(float(data["at"]) if data.get("at") is not None else None)
     elif data.get("freeze") is False:
         state.clock.unfreeze()
     if "advance_s" in data:

@@ -117,3 +117,8 @@ HTML_502 = b"""<html>
 </body>
 </html>
 """
+
+
+def permission_denied(message: str) -> bytes:
+    """403 for a resource of another project or organisation."""
+    return body(message, "permission_denied", code="forbidden")

@@ -160,7 +160,7 @@ def _event(
     message: str,
     job: FineTuneJob,
     level: str = "info",
-    step: int | None = None,
+    step: int = 0,
     checkpoint_path: str = "",
 ) -> tuple[float, dict[str, Any]]:
     return at, {
@@ -173,7 +173,7 @@ def _event(
         "token_count": job.token_count,
         "total_steps": job.total_steps,
         "wandb_url": "",
-        "step": step,
+        "step": step or 0,  # an integer on every event, as the document requires (0: not a step event)
         "checkpoint_path": checkpoint_path,
         "model_path": "",
         "training_offset": 0,

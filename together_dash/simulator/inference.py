@@ -310,6 +310,15 @@ def embeddings(model: CatalogModel, inputs: list[str]) -> tuple[bytes, int]:
     return wire.dumps({"object": "list", "model": model.id, "data": data, "usage": usage}), tokens
 
 
+def relevance(query: str, document: str) -> float:
+    """A rerank score in [0, 1): the share of query words the document contains, nudged by a hash."""
+    words = set(query.lower().split())
+    found = set(document.lower().split())
+    overlap = len(words & found) / len(words) if words else 0.0
+    nudge = int.from_bytes(hashlib.blake2b(f"{query}\0{document}".encode(), digest_size=2).digest(), "big")
+    return round(overlap * 0.9 + nudge / 65536 * 0.09, 6)
+
+
 # A 1x1 transparent PNG: enough for clients that decode b64_json.
 _PNG_1X1 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
 

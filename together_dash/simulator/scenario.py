@@ -5,6 +5,7 @@ A scenario is plain JSON, loaded from a file (`--scenario FILE`) or posted to `/
 
     {
       "keys": ["k1", "k2"],
+      "org_keys": ["k2"],
       "latency_ms": 100,
       "credits_after_calls": 50,
       "remove_models": {"Qwen/QwQ-32B-Preview": 30},
@@ -51,6 +52,7 @@ FINETUNE_FAILURE_STATUSES = ("error", "user_error")
 @dataclass(frozen=True, slots=True)
 class Scenario:
     keys: tuple[str, ...] | None = None  # accepted API keys; None accepts any non-empty key
+    org_keys: tuple[str, ...] = ()  # keys that are organisation keys (no project) in /v3/whoami
     latency_ms: float = 0.0  # added to every /v1 response
     timeout_s: float = 120.0  # how long `X-Simulate: timeout` hangs before giving up with a 504
     job_speed: float = 1.0  # fine-tunes and batches progress this many times faster than the default pace
@@ -71,6 +73,8 @@ class Scenario:
         changes = dict(data)
         if changes.get("keys") is not None:
             changes["keys"] = tuple(str(key) for key in changes["keys"])
+        if "org_keys" in changes:
+            changes["org_keys"] = tuple(str(key) for key in changes["org_keys"] or ())
         if "rate_limit" in changes:
             changes["rate_limit"] = RateLimit.from_dict(changes["rate_limit"] or {})
         if "key_rate_limits" in changes:
@@ -104,6 +108,7 @@ class Scenario:
     def to_dict(self) -> dict[str, Any]:
         return {
             "keys": list(self.keys) if self.keys is not None else None,
+            "org_keys": list(self.org_keys),
             "latency_ms": self.latency_ms,
             "timeout_s": self.timeout_s,
             "job_speed": self.job_speed,

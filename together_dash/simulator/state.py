@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from typing import Any
 
 from together_dash.simulator import catalog
 from together_dash.simulator.batches import BatchStore
+from together_dash.simulator.billing import Charge, UsageLedger
 from together_dash.simulator.clock import SimClock
+from together_dash.simulator.endpoints import EndpointStore
 from together_dash.simulator.files import FileStore
 from together_dash.simulator.finetunes import FineTuneStore
 from together_dash.simulator.ratelimits import KeyBudget, RateLimiter
@@ -24,7 +27,11 @@ ORGANIZATION = {
 
 
 class SimulatorState:
-    """Files, jobs, batches, credits, revoked keys and rate budgets, all reset by `reset()`."""
+    """Files, jobs, batches, endpoints, credits, the bill, revoked keys, rate budgets; reset() clears all."""
+
+    organization_id = ORGANIZATION["organization_id"]
+    project_id = ORGANIZATION["project_id"]
+    project_slug = ORGANIZATION["project_slug"]
 
     def __init__(self, scenario: Scenario | None = None, clock: SimClock | None = None) -> None:
         self.clock = clock or SimClock()
@@ -38,6 +45,8 @@ class SimulatorState:
         self.files = FileStore()
         self.finetunes = FineTuneStore()
         self.batches = BatchStore()
+        self.endpoints = EndpointStore()
+        self.ledger = UsageLedger()
         self.revoked: set[str] = set()
         self.limiter.clear()
         self.billed_calls = 0
@@ -77,6 +86,24 @@ class SimulatorState:
         digest = hashlib.sha256(key.encode()).hexdigest()
         return {"api_key_id": f"key_{digest[:24]}", **ORGANIZATION, "user_id": f"user_{digest[24:48]}"}
 
+    def whoami_v3(self, key: str) -> dict[str, Any]:
+        """together 3.x's tagged whoami: a project key, or an org key (scenario `org_keys`)."""
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        answer: dict[str, Any] = {
+            "type": "project_api_key",
+            "api_key": {"id": f"key_{digest[:24]}"},
+            "organization": {"id": self.organization_id, "name": ORGANIZATION["organization_name"]},
+            "project": {
+                "id": self.project_id,
+                "name": ORGANIZATION["project_name"],
+                "slug": self.project_slug,
+            },
+        }
+        if key in self.scenario.org_keys:
+            answer["type"] = "org_api_key"
+            del answer["project"]
+        return answer
+
     def user_slug(self, key: str) -> str:
         return f"simuser-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 
@@ -110,7 +137,9 @@ class SimulatorState:
     def has_credit(self) -> bool:
         return self.credits_remaining is None or self.credits_remaining > 0
 
-    def bill(self) -> None:
+    def bill(self, charges: Iterable[Charge] = ()) -> None:
+        """Count a billed call and put its charges on the simulated bill, in the current hour."""
+        self.ledger.record(self.clock.now(), charges)
         self.billed_calls += 1
         if self.credits_remaining is not None:
             self.credits_remaining = max(0, self.credits_remaining - 1)
@@ -126,5 +155,6 @@ class SimulatorState:
             "files": len(self.files.files),
             "fine_tunes": len(self.finetunes.jobs),
             "batches": len(self.batches.batches),
+            "endpoints": len(self.endpoints.endpoints),
             "scenario": self.scenario.to_dict(),
         }

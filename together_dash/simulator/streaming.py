@@ -1,7 +1,9 @@
 """Server-sent events exactly as Together frames them (REC recordings, reference §1.4).
 
 Each event is `data: <compact json>\\n\\n`; every chunk has `usage: null` except the last one, which
-carries the finish reason and the usage; then `data: [DONE]\\n\\n`. Chunks are produced one by one
+carries the finish reason and the usage; then `data: [DONE]\\n\\n`. Every delta names its role, text
+completions included; a text-completion chunk also carries `token` and a top-level `finish_reason`,
+which the document requires and together 3.x's `CompletionChunk` reads. Chunks are produced one by one
 (an async generator), so a 50 MB reply never exists in memory at once.
 """
 
@@ -34,50 +36,56 @@ class _Frames:
             f'data: {{"id":"{reply.id}","object":"{object_}","created":{reply.created},'
             '"choices":[{"index":0,"text":'
         ).encode()
-        self.role = b',"role":"assistant"' if chat else b""
-        self.tail = b'}}],"model":' + wire.dumps(reply.model) + b',"usage":null}\n\n'
+        self.tail = b'}}],"model":' + wire.dumps(reply.model) + b',"usage":null'
+        # Text completions also carry the token and the finish reason at the top (document and SDKs).
+        self.end = b',"finish_reason":null}\n\n' if not chat else b"}\n\n"
 
     def token(self, text: str, token_id: int | None) -> bytes:
         encoded = wire.dumps(text)
         tid = b"null" if token_id is None else str(token_id).encode()
-        return b"".join(
-            (
-                self.head,
-                encoded,
-                b',"logprobs":null,"finish_reason":null,"seed":null,"delta":{"token_id":',
-                tid,
-                self.role,
-                b',"content":',
-                encoded,
-                self.tail,
-            )
-        )
+        parts = [
+            self.head,
+            encoded,
+            b',"logprobs":null,"finish_reason":null,"seed":null,"delta":{"token_id":',
+            tid,
+            b',"role":"assistant","content":',
+            encoded,
+            self.tail,
+        ]
+        if not self.chat:
+            parts += [b',"token":', wire.dumps(_token(text, token_id))]
+        parts.append(self.end)
+        return b"".join(parts)
 
     def final(self, text: str, token_id: int | None) -> bytes:
         reply = self.reply
-        delta: dict[str, Any] = {"token_id": token_id}
-        if self.chat:
-            delta["role"] = "assistant"
-        delta["content"] = text
-        return _event(
-            {
-                "id": reply.id,
-                "object": self.object,
-                "created": reply.created,
-                "choices": [
-                    {
-                        "index": 0,
-                        "text": text,
-                        "logprobs": None,
-                        "finish_reason": reply.finish_reason,
-                        "seed": reply.seed,
-                        "delta": delta,
-                    }
-                ],
-                "model": reply.model,
-                "usage": reply.usage(),
-            }
-        )
+        data: dict[str, Any] = {
+            "id": reply.id,
+            "object": self.object,
+            "created": reply.created,
+            "choices": [
+                {
+                    "index": 0,
+                    "text": text,
+                    "logprobs": None,
+                    "finish_reason": reply.finish_reason,
+                    "seed": reply.seed,
+                    "delta": {"token_id": token_id, "role": "assistant", "content": text},
+                }
+            ],
+            "model": reply.model,
+            "usage": reply.usage(),
+        }
+        if not self.chat:
+            data["token"] = _token(text, token_id, special=token_id == EOT_TOKEN_ID)
+            data["finish_reason"] = reply.finish_reason
+            data["seed"] = reply.seed
+        return _event(data)
+
+
+def _token(text: str, token_id: int | None, special: bool = False) -> dict[str, Any]:
+    """A text-completion chunk's `token`; large-output chunks, which are not one token, get id 0."""
+    return {"id": token_id or 0, "text": text, "logprob": 0, "special": special}
 
 
 async def completion_events(

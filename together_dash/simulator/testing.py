@@ -94,9 +94,9 @@ class RunningSimulator:
     def revoke(self, key: str, revoked: bool = True) -> None:
         self.control("revoke", {"key": key, "revoked": revoked})
 
-    def freeze_clock(self) -> None:
-        """Stop simulated time, so that only advance() moves jobs, batches and rate-limit windows."""
-        self.control("clock", {"freeze": True})
+    def freeze_clock(self, at: float | None = None) -> None:
+        """Stop simulated time (at `at`, unix seconds, or now): only advance() moves it from then on."""
+        self.control("clock", {"freeze": True, "at": at})
 
     def advance(self, seconds: float) -> None:
         self.control("clock", {"advance_s": seconds})

@@ -1,8 +1,13 @@
 """Validate a fine-tune dataset the way Together's upload check does, but report every problem.
 
-The rules are those of ``check_file`` in the together 1.5.x SDK (together/utils/files.py and
-together/constants.py at 1.5.34), the last client check that validates every line's format: a file is
-ok here exactly when that check passes it (tests/datasets/test_dataset_sdk_agreement.py holds us to it).
+The line rules are those of ``check_file`` in the together 1.5.x SDK (together/utils/files.py and
+together/constants.py at 1.5.34), the last client check that validates every line's format, amended
+where together 3.x changed them (together/lib/utils/files.py and lib/constants.py at 3.1.1): blank
+lines are skipped, a conversation may carry a `tools` column and `tool` messages, and a message needs
+a role but not a content. 3.x's own check_file stops at the file level (type, size, UTF-8, one JSON
+object per non-blank line) and leaves a line's content to Together's server; we check both, so a file
+is ok here exactly when 3.x's check passes it and the content rules hold
+(tests/datasets/test_dataset_sdk_agreement.py holds us to both SDKs, and labels where they differ).
 Where the SDK stops at the first problem, this reads the whole file and lists each problem with its
 line number.
 
@@ -27,13 +32,13 @@ FINE_TUNE = "fine-tune"
 EVAL = "eval"
 PURPOSES = (FINE_TUNE, EVAL)
 
-# The SDK's limits (together/constants.py, 1.5.34).
+# The SDK's limits (together/constants.py at 1.5.34; unchanged in together/lib/constants.py at 3.1.1).
 MAX_FILE_BYTES = int(50.1 * 2**30)
 MIN_SAMPLES = 1
 MAX_IMAGES_PER_SAMPLE = 10
 MAX_IMAGE_URL_CHARS = len("data:image/jpeg;base64,") + 4 * (10 * 2**20) // 3
 IMAGE_URL_PREFIXES = tuple(f"data:image/{kind};base64," for kind in ("jpeg", "png", "webp"))
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")  # "tool" since together 3.x
 
 # A format is recognised by its exact set of top-level keys, tried in the SDK's order. Our names; the
 # SDK calls them general, conversation, instruction and preference_openai.
@@ -43,6 +48,8 @@ FORMAT_KEYS: dict[str, tuple[str, ...]] = {
     "instruction": ("prompt", "completion"),
     "preference": ("input", "preferred_output", "non_preferred_output"),
 }
+# Keys a format may carry besides its own (together 3.x's JSONL_EXTRA_COLUMNS_MAP).
+OPTIONAL_KEYS: dict[str, tuple[str, ...]] = {"conversation": ("tools",)}
 FORMAT_HINT = (
     "`text`; `messages`; `prompt` and `completion`; or `input`, `preferred_output` and `non_preferred_output`"
 )
@@ -275,11 +282,23 @@ def _refused_file_type(suffix: str, purpose: str) -> str:
 
 
 def _check_jsonl(stream: IO[bytes], scan: _Scan) -> None:
-    """Every line, each on its own, then the sample count."""
+    """Every non-blank line, each on its own, then the sample count; blank lines are skipped (3.x)."""
     for number, raw in enumerate(_read_lines(stream, scan), start=1):
-        scan.samples = number
+        if raw is not None and _is_blank(raw):
+            continue
+        scan.samples += 1
         _check_line(number, raw, scan)
     _check_sample_count(scan)
+
+
+def _is_blank(raw: bytes) -> bool:
+    """Only whitespace, as str.strip() sees it (3.x strips each decoded line before parsing it)."""
+    if not raw.strip():
+        return True
+    try:
+        return not raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return False
 
 
 def _read_lines(stream: IO[bytes], scan: _Scan) -> Iterator[bytes | None]:
@@ -372,8 +391,6 @@ def _load_json(number: int, text: str, scan: _Scan) -> Any:
 
 def _json_error(text: str, exc: json.JSONDecodeError) -> str:
     """What is wrong with the line's JSON, and where in the line."""
-    if not text or text.isspace():
-        return "blank line; every line must be one JSON object"
     # exc.colno would count from the line's own newline onwards; a character offset does not.
     at_end = exc.pos >= len(text.rstrip())
     return f"invalid JSON: {exc.msg} " + (
@@ -385,7 +402,7 @@ def _detect_format(sample: dict[str, Any], problems: list[str]) -> str | None:
     """The format whose keys the sample has; extra keys and no match at all are problems."""
     for name, keys in FORMAT_KEYS.items():
         if all(key in sample for key in keys):
-            extra = [key for key in sample if key not in keys]
+            extra = [key for key in sample if key not in keys and key not in OPTIONAL_KEYS.get(name, ())]
             if extra:
                 problems.append(f"unexpected key {_names(extra)}: a {name} sample has only {_names(keys)}")
             return name
@@ -436,8 +453,20 @@ def _check_column(sample: dict[str, Any], key: str, role: str, problems: list[st
 
 
 def _check_conversation(sample: dict[str, Any], problems: list[str]) -> None:
-    """{"messages": [...]} with at least one assistant message."""
+    """{"messages": [...]} with at least one assistant message, and optionally {"tools": [...]}."""
     _check_messages(sample["messages"], "messages", True, problems)
+    if "tools" in sample:
+        _check_tools(sample["tools"], problems)
+
+
+def _check_tools(tools: Any, problems: list[str]) -> None:
+    """The tool definitions the conversation may call: a list of objects."""
+    if not isinstance(tools, list):
+        problems.append(f"tools: must be a list of tool definitions, found {_kind(tools)}")
+        return
+    for index, tool in enumerate(tools):
+        if not isinstance(tool, dict):
+            problems.append(f"tools[{index}]: must be an object, found {_kind(tool)}")
 
 
 def _check_preference(sample: dict[str, Any], problems: list[str]) -> None:
@@ -511,14 +540,16 @@ def _check_messages(messages: Any, where: str, require_assistant: bool, problems
 
 
 def _check_message(message: Any, at: str, turns: _Turns, problems: list[str]) -> None:
-    """One message: an object with a role and a content, and an optional weight of 0 or 1."""
+    """One message: an object with a role, a content if any, and an optional weight of 0 or 1.
+
+    together 3.x requires only the role (a tool-calling assistant message may have no content).
+    """
     if not isinstance(message, dict):
         problems.append(f"{at}: must be an object, found {_kind(message)}")
         turns.previous_role = None
         return
-    for key in ("role", "content"):
-        if key not in message:
-            problems.append(f"{at}: missing `{key}`")
+    if "role" not in message:
+        problems.append(f"{at}: missing `role`")
     weight = _check_weight(message, at, problems)
     role = _check_role(message, at, turns, problems)
     if "content" in message:

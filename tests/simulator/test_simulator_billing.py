@@ -1,0 +1,163 @@
+"""The simulator bills its own calls: together 3.x's organization.usage.costs.list over what it served."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import httpx
+import pytest
+import together
+
+from together_dash.simulator import catalog, endpoints
+from together_dash.simulator.state import ORGANIZATION
+from together_dash.simulator.testing import RunningSimulator
+
+MODEL = catalog.DEFAULT_CHAT_MODEL
+START = datetime(2026, 3, 10, 9, 30, tzinfo=UTC).timestamp()  # a Tuesday, mid-hour
+MESSAGES = [{"role": "user", "content": "Say hello"}]
+
+
+@pytest.fixture
+def march(sim: RunningSimulator) -> RunningSimulator:
+    sim.freeze_clock(at=START)
+    return sim
+
+
+def chat(root_http: httpx.Client, **fields: object) -> dict:
+    answer = root_http.post("/v1/chat/completions", json={"model": MODEL, "messages": MESSAGES, **fields})
+    assert answer.status_code == 200, answer.text
+    return answer.json()["usage"]
+
+
+def items_by_product(window: object) -> dict[str, object]:
+    return {item.product_name: item for item in window.line_items}
+
+
+def test_served_tokens_appear_once_the_hour_is_over(
+    march: RunningSimulator, root_http: httpx.Client, together_client: together.Together
+) -> None:
+    usages = [chat(root_http), chat(root_http, max_tokens=3)]
+    unfinished = list(together_client.organization.usage.costs.list(month="2026-03", granularity="hour"))
+    march.advance(1800)
+    windows = list(together_client.organization.usage.costs.list(month="2026-03", granularity="hour"))
+
+    assert unfinished == []
+    assert len(windows) == 1
+    assert windows[0].start_time == datetime(2026, 3, 10, 9, tzinfo=UTC)
+    items = items_by_product(windows[0])
+    tokens_in = items["Serverless Inference - Input Tokens"]
+    tokens_out = items["Serverless Inference - Output Tokens"]
+    assert Decimal(tokens_in.quantity) == sum(u["prompt_tokens"] for u in usages)
+    assert Decimal(tokens_out.quantity) == sum(u["completion_tokens"] for u in usages)
+    assert Decimal(tokens_in.unit_price) == Decimal("0.88") / 1_000_000
+    assert Decimal(tokens_in.cost) == Decimal(tokens_in.quantity) * Decimal(tokens_in.unit_price)
+    assert tokens_in.attributes == {"model": MODEL}
+    assert tokens_in.applied_credit.type == "PREPAID"
+
+
+def test_daily_windows_wait_for_the_day_to_end(
+    march: RunningSimulator, root_http: httpx.Client, together_client: together.Together
+) -> None:
+    chat(root_http)
+    march.advance(3 * 3600)
+    same_day = list(together_client.organization.usage.costs.list(month="2026-03"))
+    march.advance(24 * 3600)
+    next_day = list(together_client.organization.usage.costs.list(month="2026-03", granularity="day"))
+
+    assert same_day == []
+    assert [w.date for w in next_day] == ["2026-03-10"]
+
+
+def test_embeddings_and_images_have_their_own_lines(
+    march: RunningSimulator, root_http: httpx.Client, together_client: together.Together
+) -> None:
+    root_http.post("/v1/embeddings", json={"model": catalog.DEFAULT_EMBEDDING_MODEL, "input": "hello there"})
+    root_http.post(
+        "/v1/images/generations", json={"model": catalog.DEFAULT_IMAGE_MODEL, "prompt": "a", "n": 2}
+    )
+    march.advance(3600)
+
+    (window,) = together_client.organization.usage.costs.list(month="2026-03", granularity="hour")
+    products = {(i.product_name, i.attributes["model"]): i for i in window.line_items}
+
+    images = products[("Serverless Inference - Images", catalog.DEFAULT_IMAGE_MODEL)]
+    assert (images.quantity, images.unit_price, images.cost) == ("2", "0.0027", "0.0054")
+    assert ("Serverless Inference - Input Tokens", catalog.DEFAULT_EMBEDDING_MODEL) in products
+    assert ("Serverless Inference - Output Tokens", catalog.DEFAULT_EMBEDDING_MODEL) not in products
+
+
+def test_a_running_endpoint_bills_per_minute_and_its_traffic_does_not(
+    march: RunningSimulator, root_http: httpx.Client, together_client: together.Together
+) -> None:
+    body = {
+        "model": catalog.SMALL_CHAT_MODEL,
+        "hardware": "1x_nvidia_a100_80gb_sxm",
+        "autoscaling": {"min_replicas": 1, "max_replicas": 1},
+    }
+    endpoint = root_http.post("/v1/endpoints", json=body).json()
+    march.advance(endpoints.PENDING_S + endpoints.STARTING_S)
+    served = root_http.post("/v1/chat/completions", json={"model": endpoint["name"], "messages": MESSAGES})
+    march.advance(10 * 60)
+    root_http.patch(f"/v1/endpoints/{endpoint['id']}", json={"state": "STOPPED"})
+    march.advance(3600)
+
+    windows = list(together_client.organization.usage.costs.list(month="2026-03", granularity="hour"))
+
+    assert served.status_code == 200
+    minutes = [i for w in windows for i in w.line_items]
+    assert {i.product_name for i in minutes} == {"Dedicated Endpoints - Hardware Minutes"}
+    assert sum(Decimal(i.quantity) for i in minutes) == 10
+    assert sum(Decimal(i.cost) for i in minutes) == Decimal("0.427")
+    assert minutes[0].attributes["endpoint_id"] == endpoint["id"]
+
+
+def test_pages_follow_the_cursor(
+    march: RunningSimulator, root_http: httpx.Client, together_client: together.Together
+) -> None:
+    for _ in range(3):
+        chat(root_http)
+        march.advance(3600)
+
+    first = together_client.organization.usage.costs.list(month="2026-03", granularity="hour", limit=2)
+    every = list(together_client.organization.usage.costs.list(month="2026-03", granularity="hour", limit=2))
+
+    assert len(first.data) == 2
+    assert first.next_cursor
+    assert len(every) == 3
+    assert len({w.start_time for w in every}) == 3
+
+
+def test_report_envelope_and_an_empty_month(march: RunningSimulator, root_http: httpx.Client) -> None:
+    chat(root_http)
+    march.advance(86400)
+
+    march_report = root_http.get("/v1/billing/usage", params={"month": "2026-03"}).json()
+    february = root_http.get("/v1/billing/usage", params={"month": "2026-02"}).json()
+
+    assert {k: march_report[k] for k in ("object", "organization_id", "billing_period", "currency")} == {
+        "object": "list",
+        "organization_id": ORGANIZATION["organization_id"],
+        "billing_period": "2026-03",
+        "currency": "USD",
+    }
+    assert march_report["earliest_window_start"] == "2026-03-10T00:00:00Z"
+    assert march_report["latest_window_end"] == "2026-03-11T00:00:00Z"
+    assert march_report["next_cursor"] is None
+    assert february["data"] == []
+    assert february["earliest_window_start"] is None
+    assert february["latest_window_end"] is None
+
+
+def test_another_organisation_is_forbidden(together_client: together.Together) -> None:
+    with pytest.raises(together.PermissionDeniedError):
+        list(together_client.organization.usage.costs.list(organization_id="org_not_ours"))
+
+
+def test_bad_parameters_are_400(root_http: httpx.Client) -> None:
+    hourly_cursor_on_daily = {"month": "2026-03", "after": "MjAyNi0wM3xob3VyfDI"}
+
+    assert root_http.get("/v1/billing/usage", params={"month": "2026-13"}).status_code == 400
+    assert root_http.get("/v1/billing/usage", params={"granularity": "week"}).status_code == 400
+    assert root_http.get("/v1/billing/usage", params={"limit": 1001}).status_code == 400
+    assert root_http.get("/v1/billing/usage", params=hourly_cursor_on_daily).status_code == 400
