@@ -59,6 +59,14 @@ def test_a_job_is_followed_from_pending_to_completed(
     assert report.counts["events_added"] > 0
 
 
+def test_an_event_about_no_step_shows_no_step(together: RunningSimulator, client: TogetherClient) -> None:
+    together.freeze_clock()
+    start_fine_tune(client)
+    poll_fine_tunes()
+    event = FineTuneEvent.objects.get(type_normalized="job_pending")
+    assert event.step is None  # Together sends step 0 on it (the schema makes step an integer)
+
+
 def test_a_rerun_changes_nothing(together: RunningSimulator, client: TogetherClient) -> None:
     together.freeze_clock()
     start_fine_tune(client)

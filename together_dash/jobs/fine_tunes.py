@@ -218,7 +218,7 @@ def _event_row(row: FineTuneJob, event: types.FineTuneEvent) -> FineTuneEvent:
         type=(event.type or "")[:60],
         type_normalized=type_normalized,
         message=message,
-        step=event.step if event.step is not None and event.step >= 0 else None,
+        step=_event_step(event.step),
         digest=event_digest(event.created_at, type_normalized, message),
     )
 
@@ -241,3 +241,8 @@ def mark_stuck(now: datetime, report: PollReport) -> None:
     )
     report.count("stuck_new", newly)
     report.count("stuck", FineTuneJob.objects.waiting_too_long(now, threshold).count())
+
+
+def _event_step(step: int | None) -> int | None:
+    """The training step an event is about, or None: an event about no step carries step 0."""
+    return step if step is not None and step > 0 else None
