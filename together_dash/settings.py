@@ -216,8 +216,8 @@ PROXY_BODY_SAMPLE_MAX_BYTES = env.int("PROXY_BODY_SAMPLE_MAX_BYTES", default=409
 # with images inline as base64 (4/3 of their size): 100 MB leaves room for a few of Together's 20 MB
 # images and stays far from what one process can hold for many clients.
 PROXY_MAX_BODY_BYTES = env.int("PROXY_MAX_BODY_BYTES", default=100 * 1024 * 1024)
-# PROXY_UPSTREAM_TRANSPORT: "aiohttp" (proxy/transport.py) or "httpx" (httpx's own pool, compared in
-# bench/upstream_transport.py).
+# PROXY_UPSTREAM_TRANSPORT: "aiohttp" (proxy/transport.py), "lean" (proxy/upstream.py, our own; faster,
+# but it may send a request twice) or "httpx" (httpx's own pool); bench/upstream_transport.py compares them.
 PROXY_UPSTREAM_TRANSPORT = env.str("PROXY_UPSTREAM_TRANSPORT", default="aiohttp")
 
 # Pollers (together_dash/pollers): every key is polled concurrently, POLLER_CONCURRENCY at a time; each

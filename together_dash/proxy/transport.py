@@ -55,7 +55,7 @@ def proxy_transport(
         from together_dash.proxy.upstream import LeanTransport
 
         return LeanTransport(max_connections=max_connections, keepalive_expiry=keepalive_expiry)
-    raise ValueError(f"PROXY_UPSTREAM_TRANSPORT={kind!r}: use aiohttp or httpx")
+    raise ValueError(f"PROXY_UPSTREAM_TRANSPORT={kind!r}: use aiohttp, lean or httpx")
 
 
 class AiohttpUpstream(httpx.AsyncBaseTransport):
