@@ -8,7 +8,7 @@ measuring code):
   - CPU time per request of each dashboard process
 Writes bench/results/upstream_transport.json.
 
-    .venv/bin/python bench/upstream_transport.py [--transports aiohttp httpx] [--sequential 1000]
+    .venv/bin/python bench/upstream_transport.py [--transports lean aiohttp httpx] [--sequential 1000]
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def report(results: dict[str, Any], transports: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--transports", nargs="+", default=["aiohttp", "httpx"])
+    parser.add_argument("--transports", nargs="+", default=["lean", "aiohttp"])
     parser.add_argument("--sequential", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[64])
     parser.add_argument("--per-client", type=int, default=50)

@@ -1,11 +1,14 @@
-"""The proxy's upstream transport (transport.py), through the real server, against scripted upstreams."""
+"""The proxy's upstream transports (ours, aiohttp's) through the real server, against scripted upstreams."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import gzip
 import json
 import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -15,10 +18,12 @@ import pytest
 from tests.waiting import wait_until
 from together_dash.keys.models import TogetherKey
 from together_dash.keys.services import create_app_key
-from together_dash.proxy.testing import running_proxy
-from together_dash.proxy.transport import AiohttpUpstream
+from together_dash.proxy.testing import RunningProxy, running_proxy
+from together_dash.proxy.transport import proxy_transport
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+TRANSPORTS = ["lean", "aiohttp"]  # PROXY_UPSTREAM_TRANSPORT: ours (the default) and the library's
 
 CHAT = {"model": "meta-llama/Llama-3.3-70B-Instruct-Turbo", "messages": [{"role": "user", "content": "hi"}]}
 CLOSED_MESSAGE = "Together closed the connection after receiving the request, before answering"
@@ -118,6 +123,15 @@ def upstream_with() -> Iterator[Callable[..., RawUpstream]]:
         upstream.stop()
 
 
+ProxyServer = Callable[..., contextlib.AbstractContextManager[RunningProxy]]
+
+
+@pytest.fixture(params=TRANSPORTS)
+def serve_proxy(request: pytest.FixtureRequest) -> ProxyServer:
+    """running_proxy with each upstream transport in turn."""
+    return functools.partial(running_proxy, upstream_transport=request.param)
+
+
 def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
@@ -134,10 +148,10 @@ async def answer_first_then_drop(upstream: RawUpstream, reader: asyncio.StreamRe
 # ---- sent once -----------------------------------------------------------------------------------
 
 def test_a_post_the_upstream_read_and_dropped_is_a_502_and_never_sent_twice(
-    upstream_with: Callable[..., RawUpstream], app_key: str,
+    upstream_with: Callable[..., RawUpstream], app_key: str, serve_proxy: ProxyServer,
 ) -> None:
     upstream = upstream_with(answer_first_then_drop)
-    with running_proxy(upstream.base_url) as proxy:
+    with serve_proxy(upstream.base_url) as proxy:
         responses = [httpx.post(f"{proxy.base_url}/chat/completions", json=CHAT, headers=auth(app_key),
                                 timeout=10) for _ in range(6)]
 
@@ -149,10 +163,10 @@ def test_a_post_the_upstream_read_and_dropped_is_a_502_and_never_sent_twice(
 
 
 def test_a_get_on_a_stale_connection_is_retried_once_and_succeeds(
-    upstream_with: Callable[..., RawUpstream], app_key: str,
+    upstream_with: Callable[..., RawUpstream], app_key: str, serve_proxy: ProxyServer,
 ) -> None:
     upstream = upstream_with(answer_first_then_drop)
-    with running_proxy(upstream.base_url) as proxy:
+    with serve_proxy(upstream.base_url) as proxy:
         statuses = [httpx.get(f"{proxy.base_url}/models", headers=auth(app_key), timeout=10).status_code
                     for _ in range(3)]
 
@@ -163,14 +177,16 @@ def test_a_get_on_a_stale_connection_is_retried_once_and_succeeds(
 
 # ---- timeouts --------------------------------------------------------------------------------------
 
-def test_an_upstream_that_never_accepts_is_a_connect_timeout(app_key: str) -> None:
+def test_an_upstream_that_never_accepts_is_a_connect_timeout(
+    app_key: str, serve_proxy: ProxyServer,
+) -> None:
     blackhole = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     blackhole.bind(("127.0.0.1", 0))
     blackhole.listen(0)
     port = blackhole.getsockname()[1]
     filler = socket.create_connection(("127.0.0.1", port))  # the only backlog slot: later SYNs wait
     try:
-        with running_proxy(f"http://127.0.0.1:{port}/v1", connect_timeout=0.3) as proxy:
+        with serve_proxy(f"http://127.0.0.1:{port}/v1", connect_timeout=0.3) as proxy:
             response = httpx.post(f"{proxy.base_url}/chat/completions", json=CHAT, headers=auth(app_key),
                                   timeout=10)
     finally:
@@ -181,14 +197,16 @@ def test_an_upstream_that_never_accepts_is_a_connect_timeout(app_key: str) -> No
     assert response.json()["error"]["message"].endswith("(ConnectTimeout)")
 
 
-def test_a_silent_upstream_is_a_read_timeout(upstream_with: Callable[..., RawUpstream], app_key: str) -> None:
+def test_a_silent_upstream_is_a_read_timeout(
+    upstream_with: Callable[..., RawUpstream], app_key: str, serve_proxy: ProxyServer,
+) -> None:
     async def silent(upstream: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      connection: int) -> None:
         await upstream.read_request(reader, connection)
         await reader.read()  # until the proxy gives up
 
     upstream = upstream_with(silent)
-    with running_proxy(upstream.base_url, timeout=0.3) as proxy:
+    with serve_proxy(upstream.base_url, timeout=0.3) as proxy:
         response = httpx.post(f"{proxy.base_url}/chat/completions", json=CHAT, headers=auth(app_key),
                               timeout=10)
 
@@ -198,7 +216,7 @@ def test_a_silent_upstream_is_a_read_timeout(upstream_with: Callable[..., RawUps
 
 
 def test_an_upstream_that_stops_reading_a_large_body_is_a_write_timeout(
-    upstream_with: Callable[..., RawUpstream], app_key: str,
+    upstream_with: Callable[..., RawUpstream], app_key: str, serve_proxy: ProxyServer,
 ) -> None:
     reading_stopped = threading.Event()
 
@@ -211,7 +229,7 @@ def test_an_upstream_that_stops_reading_a_large_body_is_a_write_timeout(
     upstream = upstream_with(stops_reading)
     big = {**CHAT, "messages": [{"role": "user", "content": "x" * 48_000_000}]}  # more than socket buffers
     try:
-        with running_proxy(upstream.base_url, timeout=0.5) as proxy:
+        with serve_proxy(upstream.base_url, timeout=0.5) as proxy:
             response = httpx.post(f"{proxy.base_url}/chat/completions", json=big, headers=auth(app_key),
                                   timeout=30)
     finally:
@@ -224,7 +242,7 @@ def test_an_upstream_that_stops_reading_a_large_body_is_a_write_timeout(
 # ---- what is relayed ---------------------------------------------------------------------------------
 
 def test_an_early_answer_during_an_upload_is_relayed_as_it_came(
-    upstream_with: Callable[..., RawUpstream], app_key: str,
+    upstream_with: Callable[..., RawUpstream], app_key: str, serve_proxy: ProxyServer,
 ) -> None:
     refusal = b'{"error":{"message":"too big","type":"invalid_request_error","param":null,"code":null}}'
 
@@ -238,7 +256,7 @@ def test_an_early_answer_during_an_upload_is_relayed_as_it_came(
             pass
 
     upstream = upstream_with(refuses_early)
-    with running_proxy(upstream.base_url) as proxy:
+    with serve_proxy(upstream.base_url) as proxy:
         port = proxy.server.port
         with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
             client.sendall(b"POST /v1/files/upload HTTP/1.1\r\nhost: x\r\n"
@@ -258,7 +276,7 @@ def test_an_early_answer_during_an_upload_is_relayed_as_it_came(
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_a_body_over_proxy_max_body_bytes_is_a_413_and_never_forwarded(
-    upstream_with: Callable[..., RawUpstream], app_key: str, chunked: bool,
+    upstream_with: Callable[..., RawUpstream], app_key: str, chunked: bool, serve_proxy: ProxyServer,
 ) -> None:
     async def answers(upstream: RawUpstream, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter, connection: int) -> None:
@@ -273,7 +291,7 @@ def test_a_body_over_proxy_max_body_bytes_is_a_413_and_never_forwarded(
             yield body[start:start + 1000]
 
     headers = {**auth(app_key), "content-type": "application/json"}
-    with running_proxy(upstream.base_url, max_body_bytes=4096) as proxy:
+    with serve_proxy(upstream.base_url, max_body_bytes=4096) as proxy:
         response = httpx.post(f"{proxy.base_url}/chat/completions", content=pieces() if chunked else body,
                               headers=headers, timeout=10)
         small = httpx.post(f"{proxy.base_url}/chat/completions", json=CHAT, headers=auth(app_key), timeout=10)
@@ -286,7 +304,7 @@ def test_a_body_over_proxy_max_body_bytes_is_a_413_and_never_forwarded(
 
 
 def test_a_gzip_body_is_relayed_byte_for_byte(
-    upstream_with: Callable[..., RawUpstream], app_key: str,
+    upstream_with: Callable[..., RawUpstream], app_key: str, serve_proxy: ProxyServer,
 ) -> None:
     compressed = gzip.compress(json.dumps({"id": "x", "object": "chat.completion", "choices": []}).encode())
 
@@ -297,7 +315,7 @@ def test_a_gzip_body_is_relayed_byte_for_byte(
 
     upstream = upstream_with(gzips)
     headers = {**auth(app_key), "accept-encoding": "gzip"}
-    with running_proxy(upstream.base_url) as proxy, \
+    with serve_proxy(upstream.base_url) as proxy, \
             httpx.stream("POST", f"{proxy.base_url}/chat/completions", json=CHAT, headers=headers,
                          timeout=10) as response:
         relayed = b"".join(response.iter_raw())
@@ -308,7 +326,7 @@ def test_a_gzip_body_is_relayed_byte_for_byte(
 
 
 def test_a_stream_the_client_leaves_early_closes_its_upstream_connection(
-    upstream_with: Callable[..., RawUpstream], app_key: str,
+    upstream_with: Callable[..., RawUpstream], app_key: str, serve_proxy: ProxyServer,
 ) -> None:
     async def slow_events(upstream: RawUpstream, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter, connection: int) -> None:
@@ -324,7 +342,7 @@ def test_a_stream_the_client_leaves_early_closes_its_upstream_connection(
             upstream.closed_connections += 1
 
     upstream = upstream_with(slow_events)
-    with running_proxy(upstream.base_url) as proxy:
+    with serve_proxy(upstream.base_url) as proxy:
         with httpx.stream("POST", f"{proxy.base_url}/chat/completions", json={**CHAT, "stream": True},
                           headers=auth(app_key), timeout=10) as response:
             next(response.iter_raw())
@@ -334,6 +352,7 @@ def test_a_stream_the_client_leaves_early_closes_its_upstream_connection(
 
 def test_an_http_proxy_from_the_environment_carries_the_upstream_requests(
     upstream_with: Callable[..., RawUpstream], app_key: str, monkeypatch: pytest.MonkeyPatch,
+    serve_proxy: ProxyServer,
 ) -> None:
     async def forward_proxy(upstream: RawUpstream, reader: asyncio.StreamReader,
                             writer: asyncio.StreamWriter, connection: int) -> None:
@@ -345,7 +364,7 @@ def test_an_http_proxy_from_the_environment_carries_the_upstream_requests(
     for name in ("NO_PROXY", "no_proxy", "http_proxy"):
         monkeypatch.delenv(name, raising=False)
     # A name only the HTTP proxy can reach: a direct connection would fail to resolve it.
-    with running_proxy("http://together-upstream.invalid/v1") as proxy:
+    with serve_proxy("http://together-upstream.invalid/v1") as proxy:
         response = httpx.post(f"{proxy.base_url}/chat/completions", json=CHAT, headers=auth(app_key),
                               timeout=10, trust_env=False)  # the test client goes direct
 
@@ -358,7 +377,7 @@ def test_an_http_proxy_from_the_environment_carries_the_upstream_requests(
 @pytest.mark.parametrize("header", [b"x-note: a\rinjected: yes", b"x-note: a\ninjected: yes",
                                     b"x-note: a\r\n injected: yes"], ids=["cr", "lf", "obs-fold"])
 def test_a_client_header_with_cr_or_lf_never_reaches_the_upstream(
-    upstream_with: Callable[..., RawUpstream], app_key: str, header: bytes,
+    upstream_with: Callable[..., RawUpstream], app_key: str, header: bytes, serve_proxy: ProxyServer,
 ) -> None:
     async def answers(upstream: RawUpstream, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter, connection: int) -> None:
@@ -367,7 +386,7 @@ def test_a_client_header_with_cr_or_lf_never_reaches_the_upstream(
 
     upstream = upstream_with(answers)
     body = json.dumps(CHAT).encode()
-    with running_proxy(upstream.base_url) as proxy, \
+    with serve_proxy(upstream.base_url) as proxy, \
             socket.create_connection(("127.0.0.1", proxy.server.port), timeout=10) as client:
         client.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
                        b"content-type: application/json\r\n"
@@ -379,8 +398,13 @@ def test_a_client_header_with_cr_or_lf_never_reaches_the_upstream(
     assert upstream.seen == []
 
 
-def test_the_transport_refuses_to_write_a_header_with_cr_or_lf(
-    upstream_with: Callable[..., RawUpstream],
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("header", [(b"x-note", b"a\r\ninjected: yes"), (b"x-note", b"a\rb"),
+                                    (b"x-note", b"a\nb"), (b"x-note", b"a\x00b"), (b"x note", b"a"),
+                                    (b"x-note:", b"a"), (b"", b"a")],
+                         ids=["crlf", "cr", "lf", "nul", "space-in-name", "colon-in-name", "empty-name"])
+def test_the_transport_refuses_to_write_a_header_that_would_corrupt_the_request(
+    upstream_with: Callable[..., RawUpstream], transport: str, header: tuple[bytes, bytes],
 ) -> None:
     async def answers(upstream: RawUpstream, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter, connection: int) -> None:
@@ -390,14 +414,103 @@ def test_the_transport_refuses_to_write_a_header_with_cr_or_lf(
     upstream = upstream_with(answers)
 
     async def send() -> None:
-        transport = AiohttpUpstream()
-        evil = [(b"x-note", b"a\r\ninjected: yes")]
-        request = httpx.Request("GET", f"{upstream.base_url}/models", headers=evil)
+        sender = proxy_transport(transport, upstream.base_url)
+        request = httpx.Request("GET", f"{upstream.base_url}/models", headers=[header])
         try:
-            with pytest.raises(ValueError, match="[Cc]ontrol character"):
-                await transport.handle_async_request(request)
+            with pytest.raises(httpx.LocalProtocolError, match="header"):
+                await sender.handle_async_request(request)
         finally:
-            await transport.aclose()
+            await sender.aclose()
 
     asyncio.run(send())
     assert upstream.seen == []
+
+
+def test_an_upstream_key_that_would_corrupt_the_request_is_a_502_naming_the_header_not_the_key(
+    upstream_with: Callable[..., RawUpstream], serve_proxy: ProxyServer,
+) -> None:
+    async def answers(upstream: RawUpstream, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter, connection: int) -> None:
+        await upstream.read_request(reader, connection)
+        writer.write(answer())
+
+    upstream = upstream_with(answers)
+    TogetherKey.create(name="pasted with a newline", secret="upstream-secret\ninjected: yes")
+    app_key = create_app_key("transport-tests")[1]
+    with serve_proxy(upstream.base_url) as proxy:
+        response = httpx.post(f"{proxy.base_url}/chat/completions", json=CHAT, headers=auth(app_key),
+                              timeout=10)
+
+    assert response.status_code == 502
+    message = response.json()["error"]["message"]
+    assert message.startswith("The proxy refused to send the request to Together")
+    assert "authorization" in message.lower() and "upstream-secret" not in message
+    assert upstream.seen == []
+
+
+# ---- the pool --------------------------------------------------------------------------------------
+
+@pytest.mark.timeout(30)
+def test_a_request_waits_for_a_busy_connection_at_most_the_pool_timeout(
+    upstream_with: Callable[..., RawUpstream], app_key: str, serve_proxy: ProxyServer,
+) -> None:
+    released = threading.Event()
+
+    async def streams_until_released(upstream: RawUpstream, reader: asyncio.StreamReader,
+                                     writer: asyncio.StreamWriter, connection: int) -> None:
+        while True:
+            seen = await upstream.read_request(reader, connection)
+            if b'"stream": true' not in seen.body and b'"stream":true' not in seen.body:
+                writer.write(answer())
+                continue
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                         b"transfer-encoding: chunked\r\n\r\n")
+            event = b"data: {}\n\n"
+            while not released.is_set():  # an event well within the read timeout, until released
+                writer.write(b"%x\r\n%b\r\n" % (len(event), event))
+                await writer.drain()
+                await asyncio.sleep(0.02)
+            writer.write(b"0\r\n\r\n")
+
+    upstream = upstream_with(streams_until_released)
+    with serve_proxy(upstream.base_url, max_connections=1, timeout=1.0) as proxy:
+        url = f"{proxy.base_url}/chat/completions"
+        with httpx.stream("POST", url, json={**CHAT, "stream": True}, headers=auth(app_key),
+                          timeout=10) as busy:
+            events = busy.iter_raw()
+            next(events)  # the only upstream connection is now busy with this stream
+            started = time.monotonic()
+            waited = httpx.post(url, json=CHAT, headers=auth(app_key), timeout=10)
+            waited_for = time.monotonic() - started
+            released.set()
+            b"".join(events)
+        after = httpx.post(url, json=CHAT, headers=auth(app_key), timeout=10)
+
+    assert waited.status_code == 504
+    assert waited.json()["error"]["message"].endswith("(PoolTimeout)")
+    assert 0.9 < waited_for < 5
+    assert after.status_code == 200  # the stream gave its connection back
+    assert len(upstream.seen) == 2  # the one that timed out waiting never went upstream
+
+
+def test_a_post_after_the_upstream_closed_an_idle_connection_goes_out_on_a_new_one(
+    upstream_with: Callable[..., RawUpstream], app_key: str, serve_proxy: ProxyServer,
+) -> None:
+    async def answers_then_hangs_up(upstream: RawUpstream, reader: asyncio.StreamReader,
+                                    writer: asyncio.StreamWriter, connection: int) -> None:
+        await upstream.read_request(reader, connection)
+        writer.write(answer())  # keep-alive announced, then the connection closed while idle
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        upstream.closed_connections += 1
+
+    upstream = upstream_with(answers_then_hangs_up)
+    with serve_proxy(upstream.base_url) as proxy:
+        url = f"{proxy.base_url}/chat/completions"
+        first = httpx.post(url, json=CHAT, headers=auth(app_key), timeout=10)
+        wait_until(lambda: upstream.closed_connections == 1, timeout=5, message="the upstream kept it open")
+        second = httpx.post(url, json=CHAT, headers=auth(app_key), timeout=10)
+
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert [seen.connection for seen in upstream.seen] == [1, 2]

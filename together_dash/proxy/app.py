@@ -1,9 +1,10 @@
 """The proxy: a pure ASGI app that forwards /v1/* to Together and logs every request off the hot path.
 
-One shared httpx transport carries all upstream traffic (transport.py: httpx's Request, Response and
-exceptions over aiohttp's client); responses are relayed chunk by chunk as they arrive (raw, so
-compressed bodies pass unchanged) and watched on the side for model, usage, request id, rate-limit
-headers and, on errors, the classification. A client that hangs up cancels the upstream
+One shared httpx transport carries all upstream traffic (upstream.py: httpx's Request, Response and
+exceptions over a lean keep-alive pool; PROXY_UPSTREAM_TRANSPORT picks another, see transport.py);
+responses are relayed chunk by chunk as they arrive (raw, so compressed bodies pass unchanged) and
+watched on the side for model, usage, request id, rate-limit headers and, on errors, the
+classification. A client that hangs up cancels the upstream
 request. Each request becomes one LogEntry in a bounded buffer that a background thread writes out.
 """
 from __future__ import annotations
@@ -55,11 +56,11 @@ class ProxyConfig:
     body_sample_rate: float = 0.0
     body_sample_max_bytes: int = 4096
     max_body_bytes: int = 100 * 1024 * 1024
-    # Sized for 64+ concurrent clients with room for slow streams. aiohttp keeps every idle connection
-    # (up to max_connections) for keepalive_expiry seconds; it has no separate cap on idle ones.
+    # Sized for 64+ concurrent clients with room for slow streams; idle connections are kept for
+    # keepalive_expiry seconds (ours keeps at most 128 idle, aiohttp up to max_connections).
     max_connections: int = 512
     keepalive_expiry: float = 5.0
-    upstream_transport: str = "aiohttp"
+    upstream_transport: str = "lean"
     # In a server process, everything loaded at startup (Django, the apps) lives as long as the process:
     # gc.freeze() keeps the collector from walking it again and again, which showed as p99 spikes.
     freeze_gc_at_start: bool = False
@@ -139,6 +140,7 @@ class Proxy:
         self.config = self._config or ProxyConfig.from_settings()
         self.transport = self._transport or proxy_transport(
             self.config.upstream_transport,
+            self.config.base_url,
             max_connections=self.config.max_connections,
             keepalive_expiry=self.config.keepalive_expiry,
         )

@@ -27,7 +27,7 @@ from together_dash.proxy.forwarding import (
     with_stream_usage,
 )
 from together_dash.proxy.sse import SseWatcher
-from together_dash.proxy.transport import UpstreamClosed
+from together_dash.proxy.upstream import UpstreamClosed
 from together_dash.together.errors import classify_bad_response, classify_error
 from together_dash.together.ratelimits import parse_ratelimit_headers
 from together_dash.together.redact import redact
@@ -319,6 +319,9 @@ class Exchange:
             message = ("Together closed the connection after receiving the request, before answering; "
                        "the proxy did not send it again, since Together may have processed it.")
             await self._upstream_failed(502, exc, message, "upstream_connect_error")
+        elif isinstance(exc, httpx.LocalProtocolError):
+            message = f"The proxy refused to send the request to Together: {exc}."
+            await self._upstream_failed(502, exc, message, "upstream_request_invalid")
         elif isinstance(exc, httpx.ConnectError):
             await self._upstream_failed(502, exc, "The proxy could not connect to Together.",
                                         "upstream_connect_error")

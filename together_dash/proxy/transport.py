@@ -1,8 +1,10 @@
-"""The proxy's upstream transport: httpx's Request, Response and exceptions over aiohttp's client.
+"""The proxy's upstream transports by name (PROXY_UPSTREAM_TRANSPORT), and the aiohttp one.
 
-The proxy talks to an httpx.AsyncBaseTransport (tests inject their own); this one hands the wire work to
-aiohttp, the client the official SDKs offer for high concurrency (httpx's default pool became the
-bottleneck at 64 clients: BENCHMARKS.md, "Upstream transport"). What it adds to a plain aiohttp session:
+The proxy talks to an httpx.AsyncBaseTransport (tests inject their own). By default it is ours
+(upstream.py); `aiohttp` is the library alternative kept selectable: httpx's Request, Response and
+exceptions over aiohttp's client, the one the official SDKs offer for high concurrency, with the same
+guarantees as ours at about twice its p99 and CPU at 64 clients (BENCHMARKS.md, "Upstream transport").
+What it adds to a plain aiohttp session:
 
 - bodies are relayed as they came: no automatic decompression, no headers of aiohttp's own;
 - a request that may have reached the upstream is never sent twice: only GET and HEAD may be retried
@@ -10,6 +12,7 @@ bottleneck at 64 clients: BENCHMARKS.md, "Upstream transport"). What it adds to 
   request went out is UpstreamClosed, which the proxy answers with a 502;
 - connect, write, read and pool timeouts all apply (aiohttp has no write timeout: large bodies go up
   in pieces and each piece's write is timed);
+- outgoing headers are checked as ours checks them (aiohttp refuses only CR and LF, as a ValueError);
 - an upstream that answers before the upload ended (a 413, a 400) is relayed as it answered;
 - a response closed before its end closes its connection: the upstream sees the request cancelled.
 
@@ -27,9 +30,9 @@ import httpx
 import yarl
 from aiohttp import client_exceptions as aio
 
-# RFC 9110 §9.2.2 calls PUT and DELETE idempotent too, but a DELETE on Together cancels or removes
-# something that may bill; only reads are worth the risk of arriving twice.
-RETRYABLE_METHODS = frozenset({"GET", "HEAD"})
+from together_dash.proxy import upstream
+from together_dash.proxy.upstream import RETRYABLE_METHODS, UpstreamClosed, check_headers
+
 # Up to this size a body goes up in one write that never waits (asyncio buffers it); above it, in
 # pieces of this size, each written within the write timeout.
 PIECE_BYTES = 64 * 1024
@@ -37,25 +40,20 @@ PIECE_BYTES = 64 * 1024
 _NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
 
-class UpstreamClosed(httpx.RemoteProtocolError):
-    """The upstream closed the connection after the request went out: it may have been processed."""
-
-
 def proxy_transport(
-    kind: str = "aiohttp", *, max_connections: int = 512, keepalive_expiry: float = 5.0
+    kind: str, base_url: str, *, max_connections: int = 512, keepalive_expiry: float = 5.0
 ) -> httpx.AsyncBaseTransport:
-    """The proxy's transport: ours over aiohttp, or httpx's own pool (PROXY_UPSTREAM_TRANSPORT)."""
+    """The proxy's transport (PROXY_UPSTREAM_TRANSPORT): ours, aiohttp's, or httpx's own pool."""
+    if kind == "lean":
+        return upstream.proxy_transport(base_url, max_connections=max_connections,
+                                        keepalive_expiry=keepalive_expiry)
     if kind == "aiohttp":
         return AiohttpUpstream(max_connections=max_connections, keepalive_expiry=keepalive_expiry)
     if kind == "httpx":
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections,
                               keepalive_expiry=keepalive_expiry)
         return httpx.AsyncHTTPTransport(limits=limits, trust_env=True)
-    if kind == "lean":
-        from together_dash.proxy.upstream import LeanTransport
-
-        return LeanTransport(max_connections=max_connections, keepalive_expiry=keepalive_expiry)
-    raise ValueError(f"PROXY_UPSTREAM_TRANSPORT={kind!r}: use aiohttp, lean or httpx")
+    raise ValueError(f"PROXY_UPSTREAM_TRANSPORT={kind!r}: use lean, aiohttp or httpx")
 
 
 class AiohttpUpstream(httpx.AsyncBaseTransport):
@@ -78,6 +76,7 @@ class AiohttpUpstream(httpx.AsyncBaseTransport):
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        check_headers(request.headers.raw)  # aiohttp checks only CR and LF, and as a ValueError
         if self._session is None:
             self._session = self._open_session()
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
@@ -123,11 +122,13 @@ class AiohttpUpstream(httpx.AsyncBaseTransport):
 
 def _client_timeout(timeouts: dict[str, float | None]) -> aiohttp.ClientTimeout:
     # aiohttp's `connect` covers waiting for a free pool slot and then connecting; sock_connect the
-    # connecting alone; sock_read each wait for response bytes (it starts once the body is sent).
-    pool, connect = timeouts.get("pool"), timeouts.get("connect")
+    # connecting alone; sock_read each wait for response bytes (it starts once the body is sent). So
+    # that the wait for a slot stays within the pool timeout, `connect` is the pool timeout: the
+    # connecting then has what the wait left of it, at most sock_connect (the pool timeout is the
+    # overall timeout by default, far above the connect timeout).
     return aiohttp.ClientTimeout(
-        total=None, connect=None if pool is None or connect is None else pool + connect,
-        sock_connect=connect, sock_read=timeouts.get("read"),
+        total=None, connect=timeouts.get("pool"), sock_connect=timeouts.get("connect"),
+        sock_read=timeouts.get("read"),
     )
 
 
