@@ -211,6 +211,15 @@ PROXY_LOG_BATCH_SIZE = env.int("PROXY_LOG_BATCH_SIZE", default=500)
 PROXY_LOG_FLUSH_INTERVAL = env.float("PROXY_LOG_FLUSH_INTERVAL", default=0.2)
 PROXY_BODY_SAMPLE_RATE = env.float("PROXY_BODY_SAMPLE_RATE", default=0.0)
 PROXY_BODY_SAMPLE_MAX_BYTES = env.int("PROXY_BODY_SAMPLE_MAX_BYTES", default=4096)
+# PROXY_MAX_BODY_BYTES: larger request bodies get a 413 and are never forwarded. Files reach Together
+# through a redirect to storage, not through /v1, so the largest body the proxy sees is a chat request
+# with images inline as base64 (4/3 of their size): 100 MB leaves room for a few of Together's 20 MB
+# images and stays far from what one process can hold for many clients.
+PROXY_MAX_BODY_BYTES = env.int("PROXY_MAX_BODY_BYTES", default=100 * 1024 * 1024)
+# PROXY_UPSTREAM_TRANSPORT: "lean" (proxy/upstream.py, our own: half aiohttp's p99 and CPU at 64 clients,
+# BENCHMARKS.md), "aiohttp" (proxy/transport.py, the library alternative, same guarantees) or "httpx"
+# (httpx's own pool); bench/upstream_transport.py compares them.
+PROXY_UPSTREAM_TRANSPORT = env.str("PROXY_UPSTREAM_TRANSPORT", default="lean")
 
 # Pollers (together_dash/pollers): every key is polled concurrently, POLLER_CONCURRENCY at a time; each
 # call has POLLER_TIMEOUT seconds, each key POLLER_KEY_DEADLINE for all its calls. A 429 asking to wait

@@ -318,7 +318,9 @@ def test_an_upstream_that_resets_the_connection_is_a_502_saying_so(proxy: Runnin
     log = only_log(proxy)
 
     assert response.status_code == 502
-    assert response.json()["error"]["message"].startswith("Together closed the connection before answering.")
+    assert response.json()["error"]["message"].startswith(
+        "Together closed the connection after receiving the request, before answering; "
+        "the proxy did not send it again")
     assert (log.status_code, log.category, log.kind) == (502, "network", "connection_error")
 
 

@@ -168,3 +168,26 @@ def test_an_http_proxy_in_the_environment_hands_over_to_httpxs_own_transport(
 
     assert isinstance(proxy_transport("https://api.together.xyz/v1"), httpx.AsyncHTTPTransport)
     assert isinstance(proxy_transport("http://127.0.0.1:8001/v1"), LeanTransport)
+
+
+def test_a_connection_given_back_goes_to_the_request_waiting_for_one(
+    upstream: tuple[Upstream, ServedApp],
+) -> None:
+    app, server = upstream
+
+    async def two_on_one_connection() -> tuple[int, bytes]:
+        transport = LeanTransport(max_connections=1)
+        first = await transport.handle_async_request(
+            httpx.Request("POST", f"{server.root_url}/echo", content=b"{}", extensions={"timeout": TIMEOUTS}))
+        waiting = asyncio.ensure_future(fetch(transport, "POST", f"{server.root_url}/echo", content=b"{}"))
+        await asyncio.sleep(0)  # the second request now waits for the only connection
+        assert not waiting.done()
+        [_ async for _ in first.stream]
+        await first.aclose()  # handed to the waiting request, not left idle until its pool timeout
+        result = await asyncio.wait_for(waiting, 2)
+        await transport.aclose()
+        return result
+
+    status, _ = asyncio.run(two_on_one_connection())
+    assert status == 200
+    assert len(app.ports) == 2 and len(set(app.ports)) == 1

@@ -1,9 +1,10 @@
 """The proxy: a pure ASGI app that forwards /v1/* to Together and logs every request off the hot path.
 
 One shared httpx transport carries all upstream traffic (upstream.py: httpx's Request, Response and
-exceptions over a lean keep-alive pool); responses are relayed chunk by chunk as they arrive (raw, so
-compressed bodies pass unchanged) and watched on the side for model, usage, request id, rate-limit
-headers and, on errors, the classification. A client that hangs up cancels the upstream
+exceptions over a lean keep-alive pool; PROXY_UPSTREAM_TRANSPORT picks another, see transport.py);
+responses are relayed chunk by chunk as they arrive (raw, so compressed bodies pass unchanged) and
+watched on the side for model, usage, request id, rate-limit headers and, on errors, the
+classification. A client that hangs up cancels the upstream
 request. Each request becomes one LogEntry in a bounded buffer that a background thread writes out.
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ from together_dash.proxy.buffer import LogBuffer, LogFlusher, PublishDropped, Re
 from together_dash.proxy.exchange import Collaborators, Exchange
 from together_dash.proxy.forwarding import upstream_root, upstream_url
 from together_dash.proxy.limits import CacheCounter, MinuteLimiter
-from together_dash.proxy.upstream import proxy_transport
+from together_dash.proxy.transport import proxy_transport
 from together_dash.traffic.entries import LogEntry
 
 logger = logging.getLogger(__name__)
@@ -54,9 +55,12 @@ class ProxyConfig:
     log_flush_interval: float = 0.2
     body_sample_rate: float = 0.0
     body_sample_max_bytes: int = 4096
-    # Sized for 64+ concurrent clients with room for slow streams.
+    max_body_bytes: int = 100 * 1024 * 1024
+    # Sized for 64+ concurrent clients with room for slow streams; idle connections are kept for
+    # keepalive_expiry seconds (ours keeps at most 128 idle, aiohttp up to max_connections).
     max_connections: int = 512
-    max_keepalive_connections: int = 128
+    keepalive_expiry: float = 5.0
+    upstream_transport: str = "lean"
     # In a server process, everything loaded at startup (Django, the apps) lives as long as the process:
     # gc.freeze() keeps the collector from walking it again and again, which showed as p99 spikes.
     freeze_gc_at_start: bool = False
@@ -74,6 +78,8 @@ class ProxyConfig:
             log_flush_interval=settings.PROXY_LOG_FLUSH_INTERVAL,
             body_sample_rate=settings.PROXY_BODY_SAMPLE_RATE,
             body_sample_max_bytes=settings.PROXY_BODY_SAMPLE_MAX_BYTES,
+            max_body_bytes=settings.PROXY_MAX_BODY_BYTES,
+            upstream_transport=settings.PROXY_UPSTREAM_TRANSPORT,
             freeze_gc_at_start=True,
         )
 
@@ -134,9 +140,10 @@ class Proxy:
         self.config = self._config or ProxyConfig.from_settings()
         self.upstream_root = upstream_root(self.config.base_url)
         self.transport = self._transport or proxy_transport(
+            self.config.upstream_transport,
             self.config.base_url,
             max_connections=self.config.max_connections,
-            max_keepalive_connections=self.config.max_keepalive_connections,
+            keepalive_expiry=self.config.keepalive_expiry,
         )
         self.timeouts = httpx.Timeout(self.config.timeout, connect=self.config.connect_timeout).as_dict()
         self._start_logging()
@@ -157,6 +164,7 @@ class Proxy:
             logs=self.logs,
             body_sample_rate=self.config.body_sample_rate,
             body_sample_max_bytes=self.config.body_sample_max_bytes,
+            max_body_bytes=self.config.max_body_bytes,
             sample=self.sample,
         )
         self.started = True

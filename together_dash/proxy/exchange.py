@@ -28,6 +28,7 @@ from together_dash.proxy.forwarding import (
     with_stream_usage,
 )
 from together_dash.proxy.sse import SseWatcher
+from together_dash.proxy.upstream import UpstreamClosed
 from together_dash.together.errors import classify_bad_response, classify_error
 from together_dash.together.ratelimits import parse_ratelimit_headers
 from together_dash.together.redact import redact
@@ -66,6 +67,7 @@ class Collaborators:
     logs: LogBuffer
     body_sample_rate: float
     body_sample_max_bytes: int
+    max_body_bytes: int
     sample: Callable[[], float]  # a uniform draw in [0, 1), for body sampling
 
 
@@ -92,6 +94,9 @@ class Exchange:
         self.client_gone = False
         self.finished = False
         self.upstream_status: int | None = None
+        # What stopped a streamed upload on our side (the client left, or its body went over the
+        # limit): the transport only sees its request fail, the exchange answers for the real cause.
+        self.upload_error: Exception | None = None
 
     # ---- the whole exchange ------------------------------------------------------------------------
 
@@ -144,15 +149,32 @@ class Exchange:
 
     async def _read_first_body(self) -> tuple[bytes, bool]:
         """The request body when it is JSON or arrives whole; else its first part (streamed on)."""
+        declared = header_value(self.headers, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.shared.max_body_bytes:
+            raise self._too_large()
         chunks: list[bytes] = []
+        self.body_bytes = 0
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
                 raise ClientGone
-            chunks.append(message.get("body", b""))
+            chunk = message.get("body", b"")
+            self._count_body(chunk)
+            chunks.append(chunk)
             more = message.get("more_body", False)
             if not more or not self.json_request:
                 return b"".join(chunks), more
+
+    def _count_body(self, chunk: bytes) -> None:
+        """Stop reading at PROXY_MAX_BODY_BYTES, also when the client sent no Content-Length."""
+        self.body_bytes += len(chunk)
+        if self.body_bytes > self.shared.max_body_bytes:
+            raise self._too_large()
+
+    def _too_large(self) -> Refusal:
+        limit = self.shared.max_body_bytes
+        return Refusal(f"The request body is larger than the proxy's limit of {limit} bytes "
+                       "(PROXY_MAX_BODY_BYTES).", status=413, code="request_too_large")
 
     async def _prepare(self, body: bytes, more: bool) -> bytes | AsyncIterator[bytes]:
         """What to send upstream: the body, with stream usage asked for when the client did not."""
@@ -173,12 +195,18 @@ class Exchange:
         """A large non-JSON body (a file upload) goes upstream as it arrives."""
         yield first
         more = True
-        while more:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone
-            more = message.get("more_body", False)
-            yield message.get("body", b"")
+        try:
+            while more:
+                message = await self.receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientGone
+                more = message.get("more_body", False)
+                chunk = message.get("body", b"")
+                self._count_body(chunk)
+                yield chunk
+        except (ClientGone, Refusal) as exc:
+            self.upload_error = exc
+            raise
 
     def _check_policy(self) -> None:
         credential = self.credential
@@ -213,16 +241,10 @@ class Exchange:
             # The transport itself, not AsyncClient.send: no redirects, auth or cookies to handle
             # here, and skipping that layer halves the proxy's CPU per request.
             response = await self.shared.transport.handle_async_request(request)
-        except httpx.TimeoutException as exc:
-            await self._upstream_failed(504, exc, "Together did not answer in time.", "upstream_timeout")
-            return
         except httpx.TransportError as exc:
-            # Not reached at all, or reached and then cut off before a response: the fixes differ.
-            if isinstance(exc, httpx.ConnectError):
-                message = "The proxy could not connect to Together."
-            else:
-                message = "Together closed the connection before answering."
-            await self._upstream_failed(502, exc, message, "upstream_connect_error")
+            if self.upload_error is not None:
+                raise self.upload_error from None
+            await self._transport_failed(exc)
             return
         metrics.UPSTREAM_LATENCY.observe(time.perf_counter() - sent_at)
         try:
@@ -296,6 +318,24 @@ class Exchange:
         self._classified(classified.category, classified.kind, classified.message)
         self.entry.extra["upstream_broke"] = True
         raise UpstreamBroke(f"upstream failed mid-response: {type(exc).__name__}") from None
+
+    async def _transport_failed(self, exc: httpx.TransportError) -> None:
+        # Not reached at all, or reached and then cut off before a response: the fixes differ.
+        if isinstance(exc, httpx.TimeoutException):
+            await self._upstream_failed(504, exc, "Together did not answer in time.", "upstream_timeout")
+        elif isinstance(exc, UpstreamClosed):
+            message = ("Together closed the connection after receiving the request, before answering; "
+                       "the proxy did not send it again, since Together may have processed it.")
+            await self._upstream_failed(502, exc, message, "upstream_connect_error")
+        elif isinstance(exc, httpx.LocalProtocolError):
+            message = f"The proxy refused to send the request to Together: {exc}."
+            await self._upstream_failed(502, exc, message, "upstream_request_invalid")
+        elif isinstance(exc, httpx.ConnectError):
+            await self._upstream_failed(502, exc, "The proxy could not connect to Together.",
+                                        "upstream_connect_error")
+        else:
+            await self._upstream_failed(502, exc, "Together closed the connection before answering.",
+                                        "upstream_connect_error")
 
     async def _upstream_failed(self, status: int, exc: httpx.HTTPError, message: str, code: str) -> None:
         classified = classify_error(status, None, exc=exc)

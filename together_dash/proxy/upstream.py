@@ -6,8 +6,15 @@ pool itself becomes the bottleneck (bench/proxy_overhead.py measured p99 in the 
 transport keeps httpx's API (Request, Response, Timeout, the exception classes) and does the wire work
 with asyncio protocols and httptools' C parser, the same parser our ASGI server uses:
 
-- one LIFO stack of idle keep-alive connections per origin, bounded; a semaphore bounds all connections;
-- the request goes out in one write when its body is in memory, chunked when it is a stream;
+- one LIFO stack of idle keep-alive connections per origin, bounded; at most max_connections open, and
+  a request waits for one at most the pool timeout (a released connection goes to the longest waiter);
+- a request that may have reached the upstream is never sent twice: a GET or HEAD is retried once when
+  a reused connection turns out closed before any byte came back; any other method only when the
+  connection was seen closed before a byte of it was written, else UpstreamClosed (the proxy's 502);
+- the request goes out in one write when its body is small and in memory, in pieces otherwise, each
+  drained within the write timeout; an answer that comes before the body ended (a 413, a 400) stops
+  the upload and is relayed as it came;
+- outgoing header names must be tokens and values free of CR, LF and NUL (httpx.LocalProtocolError);
 - the response body is handed over chunk by chunk as it arrives; past HIGH_WATER buffered bytes the
   socket stops reading, so a slow client slows the upstream instead of filling our memory;
 - a response that was not read to its end closes its connection: the upstream sees the request cancelled.
@@ -18,11 +25,12 @@ see proxy_transport().
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import time
 import urllib.request
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 import httptools
@@ -30,7 +38,44 @@ import httpx
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
+# A body up to this size goes out with its head in one write; a larger one in pieces of this size, so
+# that an early answer stops it and each piece's wait for the socket is timed.
+PIECE_BYTES = 64 * 1024
+# RFC 9110 §9.2.2 calls PUT and DELETE idempotent too, but a DELETE on Together cancels or removes
+# something that may bill; only reads are worth the risk of arriving twice.
+RETRYABLE_METHODS = frozenset({"GET", "HEAD"})
 Origin = tuple[str, str, int]
+
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_HEADER_NAME = re.compile(_TOKEN)
+_HEADER_NAMES = re.compile(rb"%b(?:\n%b)*" % (_TOKEN, _TOKEN))  # joined by LF, which no token holds
+_FORBIDDEN_IN_VALUE = re.compile(rb"[\r\n\x00]")
+
+
+class UpstreamClosed(httpx.RemoteProtocolError):
+    """The upstream closed the connection after the request went out: it may have been processed."""
+
+
+class _NotSent(Exception):
+    """The connection was seen closed before a byte of the request was written: safe to send again."""
+
+
+def check_headers(headers: list[tuple[bytes, bytes]]) -> None:
+    """Refuse a header that would split or corrupt the request head (no value in the message: secrets)."""
+    if not headers:
+        return
+    # Two C-speed checks for the whole list; a name holding LF adds a separator, hence the count.
+    names = b"\n".join([name for name, _ in headers])
+    values = b"".join([value for _, value in headers])
+    if (_HEADER_NAMES.fullmatch(names) and names.count(b"\n") == len(headers) - 1
+            and not _FORBIDDEN_IN_VALUE.search(values)):
+        return
+    for name, value in headers:
+        if not _HEADER_NAME.fullmatch(name):
+            raise httpx.LocalProtocolError(f"invalid outgoing header name {name!r}")
+        if _FORBIDDEN_IN_VALUE.search(value):
+            shown = name.decode("latin-1")
+            raise httpx.LocalProtocolError(f"outgoing header {shown!r} has CR, LF or NUL in its value")
 
 
 class _Connection(asyncio.Protocol):
@@ -40,10 +85,11 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
+        self.paused = False
         self.error: Exception | None = None
         self.idle_since = 0.0
+        self.upload: asyncio.Future[None] | None = None  # a streamed body going out, stopped by an answer
         self._waiter: asyncio.Future[None] | None = None
-        self._can_write: asyncio.Future[None] | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -53,6 +99,8 @@ class _Connection(asyncio.Protocol):
         self.complete = False
         self.keep_alive = True
         self.received_any = False
+        self.written = 0
+        self.body_sent = False
         self.chunks: deque[bytes] = deque()
         self.buffered = 0
 
@@ -79,20 +127,22 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self.headers_done and not self.complete and self._reads_to_close():
             self.complete, self.keep_alive = True, False  # a body delimited by the end of the connection
+        elif not self.headers_done:
+            detail = f" ({exc})" if exc else ""
+            self._fail(UpstreamClosed(f"upstream closed the connection after receiving the request{detail}"))
         elif not self.complete:
             message = "upstream closed the connection before the response ended"
             error = httpx.ReadError if exc is not None else httpx.RemoteProtocolError
             self._fail(error(f"{message} ({exc})" if exc else message))
+        self._stop_upload()
         self._wake()
-        if self._can_write is not None and not self._can_write.done():
-            self._can_write.set_result(None)
 
     def pause_writing(self) -> None:
-        self._can_write = asyncio.get_running_loop().create_future()
+        self.paused = True
 
     def resume_writing(self) -> None:
-        if self._can_write is not None and not self._can_write.done():
-            self._can_write.set_result(None)
+        self.paused = False
+        self._wake()
 
     # ---- httptools callbacks ---------------------------------------------------------------------------
 
@@ -107,6 +157,7 @@ class _Connection(asyncio.Protocol):
         self.status = status
         self.keep_alive = self.parser.should_keep_alive()
         self.headers_done = True
+        self._stop_upload()
         self._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -135,6 +186,11 @@ class _Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _stop_upload(self) -> None:
+        # An answer (or a closed connection) while a streamed body is still going out: send no more.
+        if self.upload is not None and not self.upload.done():
+            self.upload.cancel()
+
     async def _wait(self, timeout: float | None) -> None:
         self._waiter = asyncio.get_running_loop().create_future()
         try:
@@ -149,12 +205,28 @@ class _Connection(asyncio.Protocol):
     def prepare(self) -> None:
         self._reset()
 
-    async def write(self, data: bytes) -> None:
-        if self.closed or self.transport is None:
-            raise httpx.WriteError("upstream connection closed")
+    @property
+    def answered(self) -> bool:
+        """The upstream answered, or hung up, before the request was all written: stop writing."""
+        return self.headers_done or self.closed
+
+    async def write(self, data: bytes | memoryview, timeout: float | None) -> None:
+        """Hand data to the socket; wait (timed) while too much waits to go out."""
+        if self.transport is None or self.closed:
+            if self.written == 0:
+                raise _NotSent
+            if not self.headers_done:
+                raise self.error or UpstreamClosed("upstream closed the connection after the request")
+            return
         self.transport.write(data)
-        if self._can_write is not None and not self._can_write.done():
-            await self._can_write
+        self.written += len(data)
+        while self.paused and not self.answered:
+            left = self.transport.get_write_buffer_size()
+            try:
+                await self._wait(timeout)
+            except TimeoutError:
+                if self.transport.get_write_buffer_size() >= left:  # not a byte went out in `timeout`
+                    raise httpx.WriteTimeout("upstream stopped reading the request body") from None
 
     async def wait_headers(self, timeout: float | None) -> None:
         while not self.headers_done:
@@ -186,7 +258,10 @@ class _Connection(asyncio.Protocol):
     def close(self) -> None:
         self.closed = True
         if self.transport is not None:
-            self.transport.close()
+            if self.transport.get_write_buffer_size():
+                self.transport.abort()  # an unsent rest of a body would keep the connection open
+            else:
+                self.transport.close()
 
 
 class _ResponseBody(httpx.AsyncByteStream):
@@ -215,7 +290,8 @@ class _ResponseBody(httpx.AsyncByteStream):
             return
         self._released = True
         connection = self._connection
-        reuse = self._reusable and connection.complete and connection.keep_alive and not connection.chunks
+        reuse = (self._reusable and connection.complete and connection.keep_alive and connection.body_sent
+                 and not connection.chunks)
         self._pool.release(self._origin, connection, reuse=reuse)
 
 
@@ -236,23 +312,32 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._ssl_context = ssl_context
         self._idle: dict[Origin, list[_Connection]] = {}
         self._idle_count = 0
-        self._slots: asyncio.Semaphore | None = None
         self._open: set[_Connection] = set()
+        self._slots_taken = 0  # open connections plus connections being opened
+        # Requests waiting for a connection: a released one (or, as None, its slot) goes to the first.
+        self._waiters: deque[tuple[Origin, asyncio.Future[_Connection | None]]] = deque()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        check_headers(request.headers.raw)
         timeouts: dict[str, Any] = request.extensions.get("timeout", {})
         origin = (request.url.scheme, request.url.host, request.url.port or _default_port(request.url.scheme))
         connection, reused = await self._acquire(origin, timeouts)
         try:
             await self._exchange(connection, request, timeouts)
-        except (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError):
+        except (_NotSent, UpstreamClosed) as exc:
             self.release(origin, connection, reuse=False)
-            if not reused or connection.received_any or not _replayable(request):
+            if not _may_send_again(exc, request, reused, connection):
                 raise
-            # The server closed an idle keep-alive connection as we reused it: nothing was processed.
+            # The upstream closed an idle keep-alive connection as we reused it: nothing was processed.
             connection, _ = await self._acquire(origin, timeouts, fresh=True)
             try:
                 await self._exchange(connection, request, timeouts)
+            except _NotSent:
+                self.release(origin, connection, reuse=False)
+                raise httpx.WriteError("upstream closed a new connection before the request") from None
+            except UpstreamClosed as again:  # a plain RemoteProtocolError: it *was* sent again
+                self.release(origin, connection, reuse=False)
+                raise httpx.RemoteProtocolError(f"{again}, also when sent again") from None
             except BaseException:
                 self.release(origin, connection, reuse=False)
                 raise
@@ -272,23 +357,48 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self, connection: _Connection, request: httpx.Request, timeouts: dict[str, Any]
     ) -> None:
         connection.prepare()
-        await self._send(connection, request)
+        write_timeout = timeouts.get("write")
+        if isinstance(request.stream, httpx.ByteStream):
+            await self._send_content(connection, _request_head(request), request.content, write_timeout)
+        else:
+            chunked = request.headers.get("transfer-encoding", "").lower() == "chunked"
+            head = _request_head(request)
+            await self._send_stream(connection, head, request.stream, chunked, write_timeout)
         await connection.wait_headers(timeouts.get("read"))
         if request.method == "HEAD":
             connection.complete = True  # headers only, whatever Content-Length says
 
-    async def _send(self, connection: _Connection, request: httpx.Request) -> None:
-        head = _request_head(request)
-        if isinstance(request.stream, httpx.ByteStream):
-            await connection.write(head + request.content)
+    async def _send_content(
+        self, connection: _Connection, head: bytes, content: bytes, timeout: float | None
+    ) -> None:
+        if len(content) <= PIECE_BYTES:
+            await connection.write(head + content, timeout)
+            connection.body_sent = not connection.paused  # else the answer came before it all went out
             return
-        await connection.write(head)
-        chunked = request.headers.get("transfer-encoding", "").lower() == "chunked"
-        async for chunk in request.stream:  # type: ignore[union-attr]
-            if chunk:
-                await connection.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
-        if chunked:
-            await connection.write(b"0\r\n\r\n")
+        await connection.write(head, timeout)
+        view = memoryview(content)
+        for start in range(0, len(content), PIECE_BYTES):
+            if connection.answered:
+                return  # relay the answer; the unsent rest never goes out
+            await connection.write(view[start:start + PIECE_BYTES], timeout)
+        connection.body_sent = not connection.paused
+
+    async def _send_stream(
+        self, connection: _Connection, head: bytes, stream: AsyncIterable[bytes], chunked: bool,
+        timeout: float | None,
+    ) -> None:
+        await connection.write(head, timeout)
+        # A task, so that an answer arriving while the body still comes in (from a slow client) stops it.
+        upload = asyncio.ensure_future(_pump(connection, stream, chunked, timeout))
+        connection.upload = upload
+        try:
+            await upload
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not upload.cancelled() or (task is not None and task.cancelling()):
+                raise  # we were cancelled, not stopped by the upstream's answer
+        finally:
+            connection.upload = None
 
     # ---- the pool --------------------------------------------------------------------------------------
 
@@ -299,20 +409,39 @@ class LeanTransport(httpx.AsyncBaseTransport):
             connection = self._idle_connection(origin)
             if connection is not None:
                 return connection, True
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.max_connections)
-        try:
-            async with asyncio.timeout(timeouts.get("pool")):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise httpx.PoolTimeout("no free upstream connection in time") from None
+        if self._slots_taken < self.max_connections:
+            self._slots_taken += 1
+        elif not self._close_an_idle_connection():  # else the closed one's slot is ours
+            handed = await self._wait_for_slot(origin, timeouts.get("pool"))
+            if handed is not None:
+                return handed, True
         try:
             connection = await self._connect(origin, timeouts.get("connect"))
         except BaseException:
-            self._slots.release()
+            self._free_slot()
             raise
         self._open.add(connection)
         return connection, False
+
+    async def _wait_for_slot(self, origin: Origin, timeout: float | None) -> _Connection | None:
+        """A connection released for this origin, or None: a free slot to connect with."""
+        waiter: asyncio.Future[_Connection | None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((origin, waiter))
+        try:
+            async with asyncio.timeout(timeout):
+                return await waiter
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():  # handed over as the timeout struck: give back
+                handed = waiter.result()
+                if handed is None:
+                    self._free_slot()
+                else:
+                    self.release(origin, handed, reuse=True)
+            else:
+                waiter.cancel()
+            if isinstance(exc, TimeoutError):
+                raise httpx.PoolTimeout("no free upstream connection in time") from None
+            raise
 
     def _idle_connection(self, origin: Origin) -> _Connection | None:
         stack = self._idle.get(origin)
@@ -324,6 +453,17 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 return connection
             self._forget(connection)
         return None
+
+    def _close_an_idle_connection(self) -> bool:
+        """Make room by closing the oldest idle connection (of any origin), if there is one."""
+        for stack in self._idle.values():
+            if stack:
+                connection = stack.pop(0)
+                self._idle_count -= 1
+                connection.close()
+                self._open.discard(connection)  # its slot passes to the caller
+                return True
+        return False
 
     async def _connect(self, origin: Origin, timeout: float | None) -> _Connection:
         scheme, host, port = origin
@@ -347,20 +487,46 @@ class LeanTransport(httpx.AsyncBaseTransport):
         return self._ssl_context
 
     def release(self, origin: Origin, connection: _Connection, *, reuse: bool) -> None:
-        """Back to the idle stack when it can carry another request, else closed."""
-        if reuse and not connection.closed and self._idle_count < self.max_keepalive_connections:
-            connection.idle_since = time.monotonic()
-            self._idle.setdefault(origin, []).append(connection)
-            self._idle_count += 1
+        """To a waiting request or the idle stack when it can carry another request, else closed."""
+        if not reuse or connection.closed:
+            self._forget(connection)
             return
-        self._forget(connection)
+        waiter = self._first_waiter()
+        if waiter is not None:
+            waiting_for, future = waiter
+            if waiting_for == origin:
+                future.set_result(connection)
+            else:
+                connection.close()
+                self._open.discard(connection)
+                future.set_result(None)  # its slot, to connect to the other origin
+            return
+        if self._idle_count >= self.max_keepalive_connections:
+            self._forget(connection)
+            return
+        connection.idle_since = time.monotonic()
+        self._idle.setdefault(origin, []).append(connection)
+        self._idle_count += 1
+
+    def _first_waiter(self) -> tuple[Origin, asyncio.Future[_Connection | None]] | None:
+        while self._waiters:
+            origin, future = self._waiters.popleft()
+            if not future.done():
+                return origin, future
+        return None
 
     def _forget(self, connection: _Connection) -> None:
         connection.close()
         if connection in self._open:
             self._open.discard(connection)
-            if self._slots is not None:
-                self._slots.release()
+            self._free_slot()
+
+    def _free_slot(self) -> None:
+        waiter = self._first_waiter()
+        if waiter is not None:
+            waiter[1].set_result(None)  # the slot passes to the waiter, which connects
+        else:
+            self._slots_taken -= 1
 
     async def aclose(self) -> None:
         for connection in list(self._open):
@@ -369,12 +535,30 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._idle_count = 0
 
 
+async def _pump(connection: _Connection, stream: AsyncIterable[bytes], chunked: bool, timeout: float | None
+                ) -> None:
+    """Write a streamed body as it comes (the task an early answer cancels)."""
+    async for chunk in stream:
+        if connection.answered:
+            return
+        if chunk:
+            await connection.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk, timeout)
+    if connection.answered:
+        return
+    if chunked:
+        await connection.write(b"0\r\n\r\n", timeout)
+    connection.body_sent = not connection.paused
+
+
+def _may_send_again(exc: Exception, request: httpx.Request, reused: bool, connection: _Connection) -> bool:
+    if isinstance(exc, _NotSent):
+        return True  # not a byte of it left: the upstream cannot have seen it (a stream is untouched)
+    stale = reused and not connection.received_any
+    return stale and request.method in RETRYABLE_METHODS and isinstance(request.stream, httpx.ByteStream)
+
+
 def _default_port(scheme: str) -> int:
     return 443 if scheme == "https" else 80
-
-
-def _replayable(request: httpx.Request) -> bool:
-    return isinstance(request.stream, httpx.ByteStream)
 
 
 def _request_head(request: httpx.Request) -> bytes:
