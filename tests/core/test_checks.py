@@ -28,6 +28,11 @@ def test_it_reports_a_relative_upstream_url() -> None:
     assert "together_dash.E004" in _ids()
 
 
+@override_settings(PROXY_UPSTREAM_TRANSPORT="aiohtp")
+def test_it_reports_an_unknown_upstream_transport() -> None:
+    assert "together_dash.E005" in _ids()
+
+
 @override_settings(
     DEBUG=False, EMAIL_BACKEND="django.core.mail.backends.console.EmailBackend", ALERT_EMAILS=[]
 )
