@@ -75,23 +75,24 @@ def test_past_the_buffer_bound_the_dropped_logs_are_counted_exactly(
     postgres: Postgres, shared_cache: str
 ) -> None:
     capacity, before, during, after = 40, 25, 100, 15
-    with postgres.scratch_database() as name, proxy_servers(
-        postgres.url(name), PROXY_LOG_BUFFER_SIZE=str(capacity), CACHE_URL=shared_cache,
-    ) as (_, dashboard):
+    with postgres.scratch_database() as name:
         url = postgres.url(name)
-        key = dashboard.create_app_key("faults-pg-bound")
-        first = [chat(dashboard, key) for _ in range(before)]
-        assert len(wait_for_logs(url, before)) == before  # the buffer is empty when the database goes
-        with postgres.outage():
-            # One at a time, so the order the logs reach the buffer is the order they were sent.
-            held = [chat(dashboard, key) for _ in range(during)]
-            counted_while_down = wait_for_dropped(during - capacity)
-        assert len(wait_for_logs(url, before + capacity, timeout=40)) == before + capacity
-        last = [chat(dashboard, key) for _ in range(after)]
-        wait_for_logs(url, before + capacity + after)
-        time.sleep(1.0)  # anything more would be a log written twice or a dropped one written anyway
+        servers = proxy_servers(url, PROXY_LOG_BUFFER_SIZE=str(capacity), CACHE_URL=shared_cache)
+        with servers as (_, dashboard):
+            key = dashboard.create_app_key("faults-pg-bound")
+            first = [chat(dashboard, key) for _ in range(before)]
+            assert len(wait_for_logs(url, before)) == before  # the buffer is empty when the database goes
+            with postgres.outage():
+                # One at a time, so the order the logs reach the buffer is the order they were sent.
+                held = [chat(dashboard, key) for _ in range(during)]
+                counted_while_down = wait_for_dropped(during - capacity)
+            assert len(wait_for_logs(url, before + capacity, timeout=40)) == before + capacity
+            last = [chat(dashboard, key) for _ in range(after)]
+            wait_for_logs(url, before + capacity + after)
+            dropped = metric(dashboard, DROPPED_METRIC)
+        # Read once the servers have stopped: a stopped proxy has written out all it ever will, so a
+        # log written twice, or a dropped one written anyway, would be in these rows.
         rows = request_logs(url)
-        dropped = metric(dashboard, DROPPED_METRIC)
 
     sent = first + held + last
     assert [response.status_code for response in sent] == [200] * len(sent)
