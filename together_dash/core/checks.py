@@ -51,10 +51,6 @@ def check_encryption_keys(app_configs: Any = None, **kwargs: Any) -> list[Error]
     return errors
 
 
-# The proxy's upstream transports (proxy/transport.py proxy_transport()).
-UPSTREAM_TRANSPORTS = ("lean", "aiohttp", "httpx")
-
-
 @register()
 def check_upstream(app_configs: Any = None, **kwargs: Any) -> list[Warning | Error]:
     """The upstream URL must be absolute, and real email must be configured for alerts."""
@@ -64,14 +60,6 @@ def check_upstream(app_configs: Any = None, **kwargs: Any) -> list[Warning | Err
             Error(
                 f"TOGETHER_BASE_URL must be an absolute http(s) URL, got {settings.TOGETHER_BASE_URL!r}.",
                 id="together_dash.E004",
-            )
-        )
-    if settings.PROXY_UPSTREAM_TRANSPORT not in UPSTREAM_TRANSPORTS:
-        messages.append(
-            Error(
-                f"PROXY_UPSTREAM_TRANSPORT must be one of {', '.join(UPSTREAM_TRANSPORTS)}, "
-                f"got {settings.PROXY_UPSTREAM_TRANSPORT!r}.",
-                id="together_dash.E005",
             )
         )
     if not settings.DEBUG and settings.EMAIL_BACKEND.endswith("console.EmailBackend"):

@@ -7,3 +7,6 @@ class ProxyConfig(AppConfig):
     name = "together_dash.proxy"
     label = "proxy"
     verbose_name = "Proxy"
+
+    def ready(self) -> None:
+        from together_dash.proxy import checks  # noqa: F401 - registers the system checks
