@@ -3,9 +3,16 @@ from __future__ import annotations
 
 import os
 
-from django.core.asgi import get_asgi_application
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "together_dash.settings")
+
+from django.conf import settings  # noqa: E402
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+from together_dash.core import metrics_dir  # noqa: E402
+
+# Before anything imports prometheus_client, which picks its mode on import: every web and proxy process
+# writes its series to one folder, so a scrape of any of them counts them all.
+metrics_dir.share_between_processes(settings.METRICS_MULTIPROC_DIR)
 
 django_application = get_asgi_application()  # sets Django up, so the proxy can import models below
 

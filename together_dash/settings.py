@@ -94,6 +94,7 @@ INSTALLED_APPS = [
     "together_dash.demo",
     "together_dash.dashboard",
     "together_dash.alerts",
+    "together_dash.metrics",
 ]
 
 MIDDLEWARE = [
@@ -220,6 +221,16 @@ PROXY_MAX_BODY_BYTES = env.int("PROXY_MAX_BODY_BYTES", default=100 * 1024 * 1024
 # BENCHMARKS.md), "aiohttp" (proxy/transport.py, the library alternative, same guarantees) or "httpx"
 # (httpx's own pool); bench/upstream_transport.py compares them.
 PROXY_UPSTREAM_TRANSPORT = env.str("PROXY_UPSTREAM_TRANSPORT", default="lean")
+
+# Prometheus at /metrics (together_dash/metrics): off until METRICS_TOKEN is set (a 404 and, with DEBUG
+# off, check W003); Prometheus sends it as a bearer token. The account's series have a model label for
+# the first METRICS_MAX_MODELS models ever used; later ones count under "other".
+# PROMETHEUS_MULTIPROC_DIR: every web and proxy process (asgi.py) writes its own series there, so a
+# scrape of any one of them counts them all; `manage.py bootstrap` empties it. Empty: each process
+# reports only itself.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_MAX_MODELS = env.int("METRICS_MAX_MODELS", default=20)
+METRICS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default=str(VAR_DIR / "prometheus"))
 
 # Pollers (together_dash/pollers): every key is polled concurrently, POLLER_CONCURRENCY at a time; each
 # call has POLLER_TIMEOUT seconds, each key POLLER_KEY_DEADLINE for all its calls. A 429 asking to wait

@@ -10,11 +10,12 @@ from django.views.generic import RedirectView
 from together_dash.api import api
 from together_dash.core import views as core_views
 from together_dash.dashboard.login import ThrottledLoginView
+from together_dash.metrics import views as metrics_views
 
 urlpatterns = [
     path("", include("together_dash.dashboard.urls")),
     path("healthz", core_views.healthz, name="core-healthz"),
-    path("metrics", core_views.metrics, name="core-metrics"),
+    path("metrics", metrics_views.scrape, name="metrics-scrape"),
     path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

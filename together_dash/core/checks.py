@@ -1,6 +1,7 @@
 """System checks that report production misconfiguration with stable ids."""
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from cryptography.fernet import Fernet
@@ -76,6 +77,33 @@ def check_upstream(app_configs: Any = None, **kwargs: Any) -> list[Warning | Err
                 "ALERT_EMAILS is empty: billing (402) alerts have no recipient.",
                 hint="Set ALERT_EMAILS to a comma-separated list of addresses.",
                 id="together_dash.W002",
+            )
+        )
+    return messages
+
+
+@register()
+def check_metrics(app_configs: Any = None, **kwargs: Any) -> list[Warning | Error]:
+    """Prometheus needs the token in production, and the processes a folder to share their series in."""
+    messages: list[Warning | Error] = []
+    if not settings.DEBUG and not settings.METRICS_TOKEN:
+        messages.append(
+            Warning(
+                "METRICS_TOKEN is not set: /metrics answers 404, so Prometheus cannot scrape the dashboard.",
+                hint="Set METRICS_TOKEN to a long random string (python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))') and give it to Prometheus as its bearer credentials.",
+                id="together_dash.W003",
+            )
+        )
+    folder = settings.METRICS_MULTIPROC_DIR
+    if folder and os.path.exists(folder) and not os.path.isdir(folder):
+        messages.append(
+            Error(
+                f"PROMETHEUS_MULTIPROC_DIR={folder!r} is not a folder: the web processes cannot share "
+                "their series there.",
+                hint="Point it at a folder only they use (the default is var/prometheus), or set it empty "
+                "to have each process report only itself.",
+                id="together_dash.E006",
             )
         )
     return messages

@@ -13,7 +13,13 @@ from together_dash.keys.models import TogetherKey
 from together_dash.together.types import BatchStatus, FineTuneStatus
 
 
-class FineTuneJobQuerySet(models.QuerySet):
+class JobQuerySet(models.QuerySet):
+    def counts_by_status(self) -> dict[str, int]:
+        """How many jobs are in each status, as last polled (one grouped count)."""
+        return dict(self.values_list("status").annotate(n=models.Count("id")).order_by())
+
+
+class FineTuneJobQuerySet(JobQuerySet):
     def waiting_too_long(self, now: datetime, threshold: timedelta) -> FineTuneJobQuerySet:
         """Pending or queued for longer than threshold."""
         return self.filter(
@@ -27,7 +33,7 @@ class FineTuneJobQuerySet(models.QuerySet):
         )
 
 
-class BatchJobQuerySet(models.QuerySet):
+class BatchJobQuerySet(JobQuerySet):
     def failed_since(self, since: datetime) -> BatchJobQuerySet:
         """Batches that turned failed or expired at or after `since`."""
         return self.filter(status__in=(BatchStatus.FAILED, BatchStatus.EXPIRED), status_changed_at__gte=since)

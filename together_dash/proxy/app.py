@@ -173,7 +173,6 @@ class Proxy:
 
     def _start_logging(self) -> None:
         self.logs = LogBuffer(self.config.log_buffer_size)
-        metrics.LOG_BUFFER_SIZE.set_function(self.logs.__len__)
         self.flusher = LogFlusher(
             self.logs,
             self._record,

@@ -51,6 +51,7 @@ class LogBuffer:
                 metrics.LOGS_DROPPED.inc()
                 return False
             self._queue.append(entry)
+            self._publish_size()
             return True
 
     def take(self, limit: int) -> list[LogEntry]:
@@ -65,6 +66,7 @@ class LogBuffer:
         """The batch was written (or given up on): release its room."""
         with self._lock:
             self._in_flight -= len(batch)
+            self._publish_size()
             self.changed.notify_all()
 
     def give_back(self, batch: Sequence[LogEntry]) -> None:
@@ -79,11 +81,17 @@ class LogBuffer:
             self._in_flight -= len(batch)
             self.dropped += len(batch)
             metrics.LOGS_DROPPED.inc(len(batch))
+            self._publish_size()
             self.changed.notify_all()
 
     def queued(self) -> int:
         with self._lock:
             return len(self._queue)
+
+    def _publish_size(self) -> None:
+        # Set on every change, not read at scrape time (set_function): in multiprocess mode a scrape
+        # reads the values each process wrote, never calls into another process.
+        metrics.LOG_BUFFER_SIZE.set(len(self._queue) + self._in_flight)
 
 
 class LogFlusher:

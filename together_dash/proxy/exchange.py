@@ -87,6 +87,7 @@ class Exchange:
             endpoint=endpoint_name(scope["path"]),
             method=scope["method"],
         )
+        self.endpoint_label = metrics.endpoint_label(self.entry.endpoint)
         self.credential: Credential | None = None
         self.facts = RequestFacts()
         self.asked_for_usage = False
@@ -246,7 +247,7 @@ class Exchange:
                 raise self.upload_error from None
             await self._transport_failed(exc)
             return
-        metrics.UPSTREAM_LATENCY.observe(time.perf_counter() - sent_at)
+        metrics.observe_upstream_latency(self.endpoint_label, time.perf_counter() - sent_at)
         try:
             if watcher is None:  # a streamed body is fully sent by now; receive() is free to watch
                 watcher = self._watch_for_disconnect()
@@ -273,11 +274,14 @@ class Exchange:
         await self._start_response(response, drop_length=self.asked_for_usage)
         sample_limit = self.shared.body_sample_max_bytes * 2
         sample = BodyCapture(make_decoder(encoding), head_limit=sample_limit) if self.sampling else None
+        timed = False
         try:
             async for chunk in response.stream:  # raw bytes as they arrive, still compressed if they are
                 if sample is not None:
                     sample.feed(chunk)
                 out = watcher.feed(chunk)
+                if not timed:
+                    timed = self._time_first_event(watcher)
                 if out:
                     await self.send({"type": "http.response.body", "body": out, "more_body": True})
         except httpx.HTTPError as exc:
@@ -288,6 +292,13 @@ class Exchange:
         if sample is not None:
             self._sample("response", sample.head)
         await self._end_response(watcher.finish())
+
+    def _time_first_event(self, watcher: SseWatcher) -> bool:
+        """Observe the time to the first event as soon as it came (the log's ttft); True from then on."""
+        if watcher.first_event_at is None:
+            return False
+        metrics.observe_time_to_first_token(self.endpoint_label, watcher.first_event_at - self.started)
+        return True
 
     async def _relay_body(self, response: httpx.Response, encoding: bytes | None, *, json_body: bool) -> None:
         wanted = json_body or response.status_code >= 400 or self.sampling
@@ -464,7 +475,7 @@ class Exchange:
     def _log(self) -> None:
         entry = self.entry
         entry.latency_ms = (time.perf_counter() - self.started) * 1000.0
-        metrics.count_request(entry.status_code)
+        metrics.count_request(self.endpoint_label, entry.status_code)
         self.shared.logs.put(entry)
 
 

@@ -134,6 +134,15 @@ class ErrorGroupQuerySet(models.QuerySet):
         """Occurrences per upstream key (id and name) over these groups."""
         return self.values("upstream_key_id", "upstream_key__name").annotate(n=models.Sum("count"))
 
+    def all_time_counts(self) -> models.QuerySet:
+        """Occurrences per (category, kind, model, upstream key id) since the first: they only ever grow.
+
+        Groups are never deleted (retention keeps them) and their counts only go up, so Prometheus
+        counters can be built on these sums.
+        """
+        rows = self.values("category", "kind", "model", "upstream_key_id")
+        return rows.annotate(n=models.Sum("count")).order_by()
+
 
 class ErrorGroup(models.Model):
     """Errors that share a fingerprint: (category, kind, model, endpoint, upstream key)."""

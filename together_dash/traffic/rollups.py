@@ -24,7 +24,7 @@ from functools import reduce
 from typing import Any, Literal
 
 from django.conf import settings
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import Min, Q, QuerySet, Sum
 from django.utils import timezone
 
 from together_dash.traffic.models import (
@@ -352,6 +352,44 @@ def usage_breakdown(
     found = summed(start, end, key_id=key_id, by=by)
     ordered = sorted(found.items(), key=lambda item: -item[1]["requests"])
     return {group: _counts(sums) for group, sums in ordered}
+
+
+@dataclass(frozen=True, slots=True)
+class AllTimeUsage:
+    """Everything recorded for one upstream key and model, since its first day."""
+
+    upstream_key_id: int | None
+    model: str
+    first_day: datetime
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: Decimal
+
+
+ALL_TIME_COLUMNS = ("requests", "prompt_tokens", "completion_tokens", "cost_usd")
+
+
+def all_time_usage() -> list[AllTimeUsage]:
+    """Counters since the first request, per upstream key and model: they only ever grow.
+
+    Read from the day rollups, which retention never prunes (minute rollups it does), so a Prometheus
+    counter built on them never goes down. One aggregate over the day rows (days x keys x models).
+    """
+    rows = (
+        UsageDay.objects.values("upstream_key_id", "model")
+        .annotate(first_day=Min("bucket"), **_sums(ALL_TIME_COLUMNS))
+        .order_by()
+    )
+    return [
+        AllTimeUsage(
+            upstream_key_id=row["upstream_key_id"],
+            model=row["model"],
+            first_day=row["first_day"],
+            **{column: row[f"sum_{column}"] or 0 for column in ALL_TIME_COLUMNS},
+        )
+        for row in rows
+    ]
 
 
 def minute_totals_since(since: datetime) -> UsageCounts:

@@ -1,4 +1,5 @@
-"""Make a fresh install usable: roles, the first admin login, and the upstream key from the environment."""
+"""Make an install ready to start: roles, the first admin login, the upstream key from the environment, and
+an empty folder for the web processes' Prometheus series."""
 from __future__ import annotations
 
 import os
@@ -11,6 +12,7 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from together_dash.core import metrics_dir
 from together_dash.core.roles import KEY_ADMIN_GROUP, VIEWER_GROUP
 from together_dash.keys.models import TogetherKey
 from together_dash.pollers.schedule import sync_periodic_tasks
@@ -29,6 +31,7 @@ class Command(BaseCommand):
             self._ensure_admin()
             self._ensure_upstream_key()
             self._ensure_schedule()
+        self._clear_metrics_dir()
 
     def _ensure_admin(self) -> None:
         User = get_user_model()
@@ -72,3 +75,10 @@ class Command(BaseCommand):
         created = sync_periodic_tasks(demo=settings.DEMO_MODE)
         if created:
             self.stdout.write(f"Scheduled pollers: {', '.join(created)}.")
+
+    def _clear_metrics_dir(self) -> None:
+        # Run before the web processes start (make run does): files of an earlier run's processes would
+        # otherwise pile up, one set per process id, and their old gauges would still be summed.
+        removed = metrics_dir.clear(settings.METRICS_MULTIPROC_DIR)
+        if removed:
+            self.stdout.write(f"Cleared {removed} Prometheus series files of the previous run.")
