@@ -465,7 +465,10 @@ class UsageOut(Schema):
 def get_usage(request: HttpRequest, query: Query[UsageQuery]) -> Status[dict[str, Any]]:
     """Requests, errors per category, tokens, cost and latency per bucket, from the rollups."""
     end = query.end or timezone.now()
-    start = query.start or end - listing.DEFAULT_SPAN
+    try:
+        start = query.start or end - listing.DEFAULT_SPAN
+    except OverflowError:  # an end in year 1: there is no day before it
+        return Status(400, {"detail": "end is too early: give a start, or a later end."})
     if start >= end or end - start > USAGE_MAX_SPAN:
         return Status(400, {"detail": f"start must be before end, at most {USAGE_MAX_SPAN.days} days apart."})
     try:
