@@ -154,6 +154,7 @@ class Dashboard(_Process):
     def __init__(self, upstream: str, env: dict[str, str] | None = None, workers: int = 1) -> None:
         self.workers = workers
         self.var_dir = tempfile.mkdtemp(prefix="together-dash-bench-")
+        self.metrics_token = secrets.token_urlsafe(24)
         self.env = {
             **os.environ,
             "TOGETHER_DASH_VAR_DIR": self.var_dir,
@@ -164,6 +165,9 @@ class Dashboard(_Process):
             "SECRET_KEY": secrets.token_urlsafe(50),
             "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
             "LOG_LEVEL": "WARNING",
+            "METRICS_TOKEN": self.metrics_token,
+            # Its workers' series in a folder of its own, as in production (not one the caller set).
+            "PROMETHEUS_MULTIPROC_DIR": os.path.join(self.var_dir, "prometheus"),
             **(env or {}),
         }
         self._manage("migrate", "--noinput")
@@ -186,6 +190,14 @@ class Dashboard(_Process):
 
     def create_app_key(self, name: str) -> str:
         return self._manage("create_app_key", name).strip()
+
+    def metrics(self, series: str = "") -> str:
+        """A scrape of /metrics with the server's token (series: "proxy" or "account" for one kind)."""
+        params = {"series": series} if series else None
+        headers = {"Authorization": f"Bearer {self.env['METRICS_TOKEN']}"}
+        response = httpx.get(f"{self.root_url}/metrics", params=params, headers=headers, timeout=10)
+        response.raise_for_status()
+        return response.text
 
     def stop(self) -> None:
         super().stop()

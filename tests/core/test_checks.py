@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.core.checks import run_checks
 from django.test import override_settings
 
@@ -39,6 +41,26 @@ def test_it_reports_an_unknown_upstream_transport() -> None:
 def test_it_warns_when_alerts_cannot_reach_anyone() -> None:
     ids = _ids()
     assert {"together_dash.W001", "together_dash.W002"} <= ids
+
+
+@override_settings(DEBUG=False, METRICS_TOKEN="")
+def test_it_warns_that_prometheus_cannot_scrape_without_a_metrics_token() -> None:
+    assert "together_dash.W003" in _ids()
+
+
+@override_settings(DEBUG=False, METRICS_TOKEN="a-long-random-metrics-token")
+def test_a_metrics_token_silences_the_warning() -> None:
+    assert "together_dash.W003" not in _ids()
+
+
+def test_it_reports_a_multiprocess_folder_that_is_a_file(tmp_path: Path) -> None:
+    file = tmp_path / "prometheus"
+    file.write_text("")
+
+    with override_settings(METRICS_MULTIPROC_DIR=str(file)):
+        assert "together_dash.E006" in _ids()
+    with override_settings(METRICS_MULTIPROC_DIR=str(tmp_path / "not-yet-there")):
+        assert "together_dash.E006" not in _ids()
 
 
 @override_settings(DEBUG=True)  # pytest-django runs tests with DEBUG off

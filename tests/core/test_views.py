@@ -12,13 +12,6 @@ def test_healthz_reports_the_database(client: Client) -> None:
     assert response.json() == {"status": "ok", "database": "ok"}
 
 
-def test_metrics_are_prometheus_text(client: Client) -> None:
-    response = client.get("/metrics")
-    assert response.status_code == 200
-    assert response["Content-Type"].startswith("text/plain")
-    assert b"python_info" in response.content or b"process_" in response.content
-
-
 def test_the_overview_needs_a_login(client: Client) -> None:
     response = client.get("/")
     assert response.status_code == 302

@@ -98,7 +98,7 @@ class Traffic:
 
 def metric(dashboard: Dashboard, name: str) -> float:
     """A sample of the server process's /metrics (0 when absent)."""
-    text = httpx.get(f"{dashboard.root_url}/metrics", timeout=10).text
+    text = dashboard.metrics(series="proxy")
     for line in text.splitlines():
         if line.startswith(f"{name} "):
             return float(line.split()[1])

@@ -21,6 +21,7 @@ SECURITY_VARIABLES = (
     "DEBUG", "SECRET_KEY", "FIELD_ENCRYPTION_KEYS", "ALLOWED_HOSTS", "EMAIL_URL", "ALERT_EMAILS",
     "SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_HSTS_SECONDS",
     "SECURE_HSTS_INCLUDE_SUBDOMAINS", "SECURE_HSTS_PRELOAD", "BEHIND_TLS_PROXY", "CONTENT_SECURITY_POLICY",
+    "METRICS_TOKEN",
 )
 
 
@@ -34,6 +35,7 @@ def production_env(tmp_path: Path, **overrides: str | None) -> dict[str, str]:
         ALLOWED_HOSTS="dash.example.com",
         EMAIL_URL="smtp+tls://alerts:password@smtp.example.com:587",
         ALERT_EMAILS="billing@example.com",
+        METRICS_TOKEN=get_random_secret_key(),
         TOGETHER_DASH_VAR_DIR=str(tmp_path),
         DJANGO_SETTINGS_MODULE="together_dash.settings",
     )

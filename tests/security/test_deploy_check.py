@@ -36,6 +36,7 @@ def test_production_settings_pass_the_deploy_check_without_a_warning(tmp_path: P
         ({"CSRF_COOKIE_SECURE": "false"}, "security.W016"),
         ({"ALERT_EMAILS": None}, "together_dash.W002"),
         ({"EMAIL_URL": None}, "together_dash.W001"),
+        ({"METRICS_TOKEN": None}, "together_dash.W003"),
     ],
 )
 def test_a_missing_or_weak_production_setting_fails_the_check(

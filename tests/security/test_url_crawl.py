@@ -35,8 +35,6 @@ PUBLIC_ROUTES = {
     "admin/login/": "the admin's login form (same throttle as accounts/login/)",
     "admin/logout/": "POST only, as accounts/logout/",
     "healthz": "load-balancer liveness probe: status words only",
-    "metrics": "Prometheus scrape: proxy request counts by status class, latency, log buffer; no labels "
-    "with key, model or user names",
     "api/openapi.json": "the API's schema (no data); clients and the fuzz tests read it without a session",
     "api/docs": "Swagger UI for the schema above",
     "api/": "django-ninja's root: 404 for every path it does not route",
@@ -54,6 +52,7 @@ DATA_ROUTES = (
     "api/errors",
     "api/usage",
     "api/preflight",
+    "metrics",  # METRICS_TOKEN (Bearer), compared in constant time; 404 while it is unset
 )
 PAGE_ROUTES = (
     "",
@@ -93,6 +92,12 @@ PAGE_ROUTES = (
     "alerts/rules/<int:rule_id>/mute",
     "alerts/rules/<int:rule_id>/unmute",
 )
+
+
+@pytest.fixture(autouse=True)
+def _metrics_on(settings: object) -> None:
+    """/metrics is a 404 for everyone until METRICS_TOKEN is set; set, it must refuse like any data route."""
+    settings.METRICS_TOKEN = "crawl-metrics-token-0123456789"
 
 
 def access_rule(route: Route) -> str | None:
@@ -172,7 +177,7 @@ def test_a_login_without_a_dashboard_role_reads_nothing(no_role: User) -> None:
 def test_the_public_routes_answer_without_a_login() -> None:
     client = Client()
     statuses = {path: client.get(path).status_code for path in ("/accounts/login/", "/admin/login/",
-                                                                 "/healthz", "/metrics", "/api/openapi.json",
+                                                                 "/healthz", "/api/openapi.json",
                                                                  "/api/docs")}
 
     assert statuses == dict.fromkeys(statuses, 200)
