@@ -52,3 +52,17 @@ def test_it_stores_the_environment_key_encrypted() -> None:
 def test_demo_mode_adds_a_key_for_the_simulator() -> None:
     _bootstrap()
     assert TogetherKey.objects.filter(name="demo").exists()
+
+
+def test_it_empties_the_folder_the_web_processes_share_their_series_in(tmp_path: object) -> None:
+    folder = tmp_path / "prometheus"  # type: ignore[operator]
+    folder.mkdir()
+    for name in ("counter_101.db", "histogram_101.db", "gauge_livesum_101.db", "gauge_all_7.db"):
+        (folder / name).write_bytes(b"\0" * 8)
+    (folder / "README.txt").write_text("not ours")
+
+    with override_settings(METRICS_MULTIPROC_DIR=str(folder)):
+        output = _bootstrap()
+
+    assert "Cleared 4 Prometheus series files" in output
+    assert [path.name for path in folder.iterdir()] == ["README.txt"]
