@@ -71,6 +71,11 @@ deps: venv npm
 /usr/bin/chromium:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 
+# Debian's Prometheus scrapes a real server in tests/metrics, and its promtool checks deploy/prometheus/.
+/usr/bin/prometheus:
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	  prometheus >/dev/null
+
 collectstatic: deps
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 
@@ -93,7 +98,7 @@ run: setup
 	fi
 
 # ---- tests ----------------------------------------------------------------------------------------
-test: deps $(VENV)/.stamp-dev /usr/bin/chromium collectstatic .venv-sdk1/.stamp .venv-sdk2/.stamp
+test: deps $(VENV)/.stamp-dev /usr/bin/chromium /usr/bin/prometheus collectstatic .venv-sdk1/.stamp .venv-sdk2/.stamp
 	# Tests keep generated secrets and broker folders in a scratch folder, not the developer's ./var.
 	TOGETHER_DASH_VAR_DIR=$$(mktemp -d) $(BIN)/pytest -m "not faults" $(PYTEST_ARGS)
 

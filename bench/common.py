@@ -155,8 +155,10 @@ class Dashboard(_Process):
         self.workers = workers
         self.var_dir = tempfile.mkdtemp(prefix="together-dash-bench-")
         self.metrics_token = secrets.token_urlsafe(24)
+        # Its workers' series go to a folder of its own under var_dir (asgi.py), never one the caller set.
+        inherited = {name: value for name, value in os.environ.items() if name != "PROMETHEUS_MULTIPROC_DIR"}
         self.env = {
-            **os.environ,
+            **inherited,
             "TOGETHER_DASH_VAR_DIR": self.var_dir,
             "TOGETHER_BASE_URL": upstream,
             "DEMO_MODE": "true",
@@ -166,8 +168,6 @@ class Dashboard(_Process):
             "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
             "LOG_LEVEL": "WARNING",
             "METRICS_TOKEN": self.metrics_token,
-            # Its workers' series in a folder of its own, as in production (not one the caller set).
-            "PROMETHEUS_MULTIPROC_DIR": os.path.join(self.var_dir, "prometheus"),
             **(env or {}),
         }
         self._manage("migrate", "--noinput")

@@ -231,6 +231,10 @@ PROXY_UPSTREAM_TRANSPORT = env.str("PROXY_UPSTREAM_TRANSPORT", default="lean")
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 METRICS_MAX_MODELS = env.int("METRICS_MAX_MODELS", default=20)
 METRICS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default=str(VAR_DIR / "prometheus"))
+if env.str("PROMETHEUS_MULTIPROC_DIR", default=""):
+    # Set in the environment, it puts every process that imports prometheus_client (workers, commands)
+    # in multiprocess mode, and prometheus_client fails on a folder that does not exist.
+    Path(METRICS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 
 # Pollers (together_dash/pollers): every key is polled concurrently, POLLER_CONCURRENCY at a time; each
 # call has POLLER_TIMEOUT seconds, each key POLLER_KEY_DEADLINE for all its calls. A 429 asking to wait
