@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -12,8 +11,6 @@ import pytest
 import together
 from django.test import override_settings
 
-from together_dash.keys.models import TogetherKey
-from together_dash.keys.services import create_app_key
 from together_dash.proxy.testing import RunningProxy, running_proxy, serve
 from together_dash.simulator.testing import RunningSimulator
 from together_dash.traffic.models import RequestLog
@@ -22,7 +19,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 MODEL = "meta-llama/Llama-3.3-70B-Instruct-Turbo"
 EMBEDDING_MODEL = "BAAI/bge-large-en-v1.5"
-UPSTREAM_SECRET = "sim-upstream-key-for-proxy-tests"
 MESSAGES = [{"role": "user", "content": "Say hello to the on-call engineer."}]
 CHAT_BODY = {"model": MODEL, "messages": MESSAGES}
 WEATHER_TOOL = {
@@ -35,18 +31,6 @@ WEATHER_TOOL = {
 }
 # Fields the simulator draws at random per response; everything else must be identical.
 RANDOM_FIELDS = frozenset({"id", "created", "seed"})
-
-
-@pytest.fixture
-def proxy(transactional_db: None, fresh_simulator: RunningSimulator) -> Iterator[RunningProxy]:
-    with running_proxy(fresh_simulator.base_url) as running:
-        yield running
-
-
-@pytest.fixture
-def app_key(transactional_db: None) -> str:
-    TogetherKey.create(name="main", secret=UPSTREAM_SECRET)
-    return create_app_key("proxy-tests")[1]
 
 
 def openai_client(base_url: str, key: str) -> openai.OpenAI:

@@ -2,18 +2,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from together_dash.keys.models import TogetherKey
-from together_dash.keys.services import create_app_key
 from together_dash.proxy.buffer import LogBuffer
 from together_dash.proxy.metrics import ENDPOINTS, endpoint_label, status_class
-from together_dash.proxy.testing import RunningProxy, running_proxy
-from together_dash.simulator.testing import RunningSimulator
+from together_dash.proxy.testing import RunningProxy
 from together_dash.traffic.entries import LogEntry
 from together_dash.traffic.models import RequestLog
 
@@ -67,18 +63,6 @@ def test_statuses_fall_in_their_class(status: int | None, label: str) -> None:
 
 
 # ---- through the proxy -------------------------------------------------------------------------------
-
-@pytest.fixture
-def proxy(transactional_db: None, fresh_simulator: RunningSimulator) -> Iterator[RunningProxy]:
-    with running_proxy(fresh_simulator.base_url) as running:
-        yield running
-
-
-@pytest.fixture
-def app_key(transactional_db: None) -> str:
-    TogetherKey.create(name="main", secret="sim-upstream-key-for-metrics")
-    return create_app_key("metrics-tests")[1]
-
 
 def call(
     proxy: RunningProxy, key: str, path: str, body: dict | None = None, **headers: str
