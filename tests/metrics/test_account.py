@@ -207,7 +207,7 @@ def test_headroom_is_the_latest_snapshot_of_each_key_and_model(
 def test_jobs_are_counted_by_status_with_every_known_status_present(
     client: Client, metrics_token: str
 ) -> None:
-    for number, status in enumerate(["running", "running", "completed", "a_status_from_the_future"]):
+    for number, status in enumerate(["running", "running", "completed", "from_the_future"]):
         FineTuneJob.objects.create(job_id=f"ft-{number}", status=status)
     BatchJob.objects.create(batch_id="batch-1", status="IN_PROGRESS")
     BatchJob.objects.create(batch_id="batch-2", status="FAILED")

@@ -1,7 +1,7 @@
 """A real server (uvicorn, two workers, as in production) scraped with its token and by a real Prometheus.
 
-The server is bench's Dashboard in demo mode against the test simulator: a database of its own, the
-proxy at /v1, METRICS_TOKEN set and a folder of its own for its workers' series.
+The server is bench's Dashboard in demo mode against the test simulator: a SQLite database, cache and
+broker of its own, the proxy at /v1, METRICS_TOKEN set and a folder of its own for its workers' series.
 """
 from __future__ import annotations
 
@@ -23,9 +23,13 @@ CHATS = 12  # each on a connection of its own, so both workers answer some
 
 
 @pytest.fixture(scope="module")
-def server(simulator: RunningSimulator) -> Iterator[Dashboard]:
+def server(simulator: RunningSimulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     """The server after CHATS chat requests and one 402, every log recorded."""
-    with Dashboard(upstream=simulator.base_url, workers=2) as dashboard:
+    # Services of its own, whatever this run uses: a shared database would hold keys of earlier runs.
+    database = tmp_path_factory.mktemp("metrics-server") / "db.sqlite3"
+    own = {"DATABASE_URL": f"sqlite:///{database}", "CACHE_URL": "locmemcache://",
+           "CELERY_BROKER_URL": "filesystem://"}
+    with Dashboard(upstream=simulator.base_url, env=own, workers=2) as dashboard:
         key = dashboard.create_app_key("metrics-tests")
         for _ in range(CHATS):
             assert chat(dashboard, key).status_code == 200
