@@ -1,7 +1,9 @@
 """The machine's PostgreSQL for fault tests: scratch databases, and a real stop and start of the cluster.
 
-The cluster is the one DATABASE_URL points at; it is restarted with Debian's pg_ctlcluster, so these
-tests need PostgreSQL on this machine and the right to run pg_ctlcluster (root or the postgres user).
+The cluster is the one DATABASE_URL points at (found by its port among Debian's clusters, so a scratch
+cluster on another port can stand in for the machine's own); it is restarted with Debian's pg_ctlcluster,
+so these tests need PostgreSQL on this machine and the right to run pg_ctlcluster (root or the postgres
+user).
 """
 from __future__ import annotations
 
@@ -24,7 +26,6 @@ from psycopg import sql
 from tests.faults.conftest import require_ci_service
 
 CONFIG_DIR = Path("/etc/postgresql")
-CLUSTER = "main"
 READY_TIMEOUT = 60.0
 
 
@@ -41,26 +42,17 @@ class Postgres:
         self.password = str(database.get("PASSWORD") or "")
 
     @functools.cached_property
-    def version(self) -> str:
-        """The cluster's major version, needed (and checked) only to stop and start it."""
-        return _cluster_version(self.port)
+    def cluster(self) -> tuple[str, str]:
+        """The cluster's major version and name, needed (and checked) only to stop and start it."""
+        return _cluster(self.port)
 
     def url(self, name: str) -> str:
         credentials = f"{self.user}:{self.password}@" if self.password else f"{self.user}@"
         return f"postgres://{credentials}{self.host}:{self.port}/{name}"
 
-    def connect(self, name: str = "postgres", attempts: int = 3) -> psycopg.Connection:
-        """A connection, tried again when one attempt stalls: a busy machine (a checkpoint, the suite
-        before this one tearing its databases down) can hold a new connection past its timeout."""
-        for attempt in range(1, attempts + 1):
-            try:
-                return psycopg.connect(host=self.host, port=self.port, user=self.user,
-                                       password=self.password or None, dbname=name, autocommit=True,
-                                       connect_timeout=5)
-            except psycopg.errors.ConnectionTimeout:
-                if attempt == attempts:
-                    raise
-        raise AssertionError("unreachable")
+    def connect(self, name: str = "postgres") -> psycopg.Connection:
+        return psycopg.connect(host=self.host, port=self.port, user=self.user, password=self.password or None,
+                               dbname=name, autocommit=True, connect_timeout=5)
 
     def accepts_connections(self) -> bool:
         try:
@@ -95,7 +87,7 @@ class Postgres:
         deadline = time.monotonic() + READY_TIMEOUT
         while not self.accepts_connections():
             if time.monotonic() > deadline:
-                raise RuntimeError(f"PostgreSQL {self.version}/{CLUSTER} did not accept connections again")
+                raise RuntimeError(f"PostgreSQL {'/'.join(self.cluster)} did not accept connections again")
             time.sleep(0.1)
 
     @contextlib.contextmanager
@@ -110,21 +102,21 @@ class Postgres:
             connections.close_all()
 
     def _ctl(self, action: str, *options: str) -> None:
-        command = ["pg_ctlcluster", "--skip-systemctl-redirect", self.version, CLUSTER, action, *options]
+        command = ["pg_ctlcluster", "--skip-systemctl-redirect", *self.cluster, action, *options]
         subprocess.run(command, check=True, capture_output=True, timeout=60)
 
 
-def _cluster_version(port: int) -> str:
-    """The installed cluster listening on port, after checking this process may restart it."""
+def _cluster(port: int) -> tuple[str, str]:
+    """The installed cluster (version, name) listening on port, after checking this process may restart it."""
     if shutil.which("pg_ctlcluster") is None:
         require_ci_service("pg_ctlcluster is not installed (Debian's postgresql-common)")
     if os.geteuid() != 0 and pwd.getpwuid(os.geteuid()).pw_name != "postgres":
         require_ci_service("restarting PostgreSQL needs root or the postgres user")
-    versions = [conf.parent.parent.name for conf in sorted(CONFIG_DIR.glob(f"*/{CLUSTER}/postgresql.conf"))
-                if _configured_port(conf) == port]
-    if not versions:
+    confs = sorted(CONFIG_DIR.glob("*/*/postgresql.conf"))
+    clusters = [(c.parent.parent.name, c.parent.name) for c in confs if _configured_port(c) == port]
+    if not clusters:
         require_ci_service(f"no local PostgreSQL cluster under {CONFIG_DIR} listens on port {port}")
-    return versions[0]
+    return clusters[0]
 
 
 def _configured_port(conf: Path) -> int:

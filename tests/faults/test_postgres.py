@@ -28,7 +28,7 @@ OUTAGE_SECONDS = 4.0
 @pytest.fixture
 def postgres() -> Postgres:
     postgres = Postgres()
-    assert postgres.version  # checks up front that this process may stop and start the cluster
+    assert postgres.cluster  # checks up front that this process may stop and start the cluster
     return postgres
 
 
