@@ -42,7 +42,8 @@ DELIVERY_HEADER = "X-Together-Dash-Delivery"
 EVENT_HEADER = "X-Together-Dash-Event"
 USER_AGENT = "together-dash-alerts"
 MAX_RETRY_AFTER = 3600  # seconds; a receiver asking for longer is asked again after an hour
-ANSWER_LIMIT = 200  # characters of a refusing receiver's answer kept in last_error
+ANSWER_LIMIT = 200
+MIN_SECRET_PATH = 16  # characters of a refusing receiver's answer kept in last_error
 SEVERITY = {
     Kind.BILLING: "critical",
     Kind.KEY_INVALID: "error",
@@ -98,10 +99,14 @@ def target_hint(kind: str, target: str) -> str:
 
 
 def secrets_of(channel: AlertChannel) -> tuple[str, ...]:
-    """The literal secrets of a channel that must never show: its secret, its URL and the URL's path."""
+    """The literal secrets of a channel that must never show: its secret, its URL, a long URL path."""
+    if channel.kind == EMAIL:
+        return ()
     target = channel.target
-    path = urlsplit(target).path if channel.kind != EMAIL else ""
-    return tuple(s for s in (channel.secret, target if channel.kind != EMAIL else "", path) if len(s) > 4)
+    path = urlsplit(target).path
+    # A long path may be a token (Slack's is); a short one ("/hook") is ordinary text found elsewhere.
+    found = (channel.secret, target, path if len(path) >= MIN_SECRET_PATH else "")
+    return tuple(s for s in found if s)
 
 
 # ---- what is said ------------------------------------------------------------------------------------

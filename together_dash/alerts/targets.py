@@ -133,7 +133,8 @@ def _check_address(address: IpAddress, host: str) -> None:
         raise TargetError(f"{shown} is a cloud metadata address; alerts are never sent there.")
     if address.is_link_local:
         raise TargetError(f"{shown} is link-local; alerts are never sent there.")
-    if address.is_unspecified or address.is_multicast or address.is_reserved:
+    # ::1 counts as reserved too (::/8); it is loopback, which the next check handles.
+    if address.is_unspecified or address.is_multicast or (address.is_reserved and not address.is_loopback):
         raise TargetError(f"{shown} is not an address a receiver can have.")
     if not address.is_global and not allow_local():
         raise TargetError(

@@ -8,7 +8,7 @@ from together_dash.alerts.delivery import DeliveryError, scheduled_redelivery
 
 
 class Command(BaseCommand):
-    help = "Send the pending alert emails and channel messages now (what the redeliver_pending periodic task does)."
+    help = "Send the pending alert emails and channel messages now (what redeliver_pending does)."
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
