@@ -225,16 +225,23 @@ def headroom(rule: AlertRule, now: datetime) -> Firing:
 
 
 def error_rate(rule: AlertRule, now: datetime) -> Firing:
-    """A category's share of requests above the threshold (percent) over the window, from rollups."""
-    totals = minute_totals_since(now - rule.window)
-    requests = totals.requests
+    """A category's share of requests above the threshold (percent) over the window, from rollups.
+
+    Requests the proxy refused for their app key are left out: they never reached Together, and
+    app_key_rejected has its own alert about them.
+    """
+    since = (now - rule.window).replace(second=0, microsecond=0)  # the rollups' minute
+    totals = minute_totals_since(since)
+    refused = sum(row["n"] for row in RequestLog.objects.app_key_rejections_since(since, 1))
+    requests = totals.requests - refused
     if requests < MIN_REQUESTS_FOR_RATE:
         return {}
     firing: Firing = {}
     for category, errors in totals.errors_by_category.items():
         if category in OWN_ALERT:
             continue
-        share = 100.0 * (errors or 0) / requests
+        errors = max(0, (errors or 0) - (refused if category == "auth" else 0))
+        share = 100.0 * errors / requests
         if share > rule.threshold:
             detail = (
                 f"{share:.1f}% of {requests} requests failed with {category} errors"
