@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 
 import pytest
+from cryptography.fernet import Fernet
 from django.core.management import CommandError, call_command
+from django.test import override_settings
 
 from tests.alerts.receivers import Receiver
 from tests.alerts.test_channels import verify
@@ -148,3 +150,17 @@ def test_list_shows_every_channel_masked_and_remove_drops_one(receiver: Receiver
     assert list(AlertChannel.objects.values_list("name", flat=True)) == ["pagerduty-127.0.0.1"]
     with pytest.raises(CommandError, match="No alert channel"):
         run("remove_alert_channel", "ops-slack")
+
+
+def test_rotating_the_encryption_key_moves_the_channels_secrets_too(local_channels: None) -> None:
+    old_key, new_key = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    with override_settings(FIELD_ENCRYPTION_KEYS=[old_key]):
+        url = f"http://127.0.0.1:9{SLACK_TOKEN_PATH}"
+        run("add_alert_channel", "slack", "-", "--name", "ops-slack", stdin=url)
+        run("add_alert_channel", "pagerduty", "--secret", "-", stdin="routing-key-000000000abcd")
+    with override_settings(FIELD_ENCRYPTION_KEYS=[new_key, old_key]):
+        out, _ = run("rotate_encryption_key")
+    assert "Re-encrypted 2 row(s)" in out
+    with override_settings(FIELD_ENCRYPTION_KEYS=[new_key]):
+        slack, pager = AlertChannel.objects.order_by("name")
+        assert (slack.target, pager.secret) == (url, "routing-key-000000000abcd")
