@@ -17,7 +17,7 @@ import pytest
 import time_machine
 
 from tests.alerts.conftest import BILLING_OWNER, Inbox
-from tests.alerts.helpers import payment_required, success
+from tests.alerts.helpers import payment_required, record, record_402_storm, success
 from tests.alerts.receivers import Answer, Receiver
 from tests.alerts.test_delivery import _race
 from together_dash.alerts.delivery import DeliveryError, deliver, deliver_pending
@@ -28,7 +28,6 @@ from together_dash.alerts.services import add_channel
 from together_dash.alerts.tasks import evaluate_alerts_now
 from together_dash.keys.models import TogetherKey
 from together_dash.pollers.models import PollerHeartbeat
-from together_dash.traffic.recording import record_entries
 
 WEBHOOK_SECRET = "whsec-test-0123456789abcdef"
 ROUTING_KEY = "R0UT1NGKEY0123456789abcdefPDkey1"
@@ -70,11 +69,6 @@ def fire(key: TogetherKey) -> Notification:
     return notification
 
 
-def record(capture: object, entries: list) -> None:
-    with capture(execute=True):  # type: ignore[operator]
-        record_entries(entries)
-
-
 def row_of(channel: AlertChannel) -> Notification:
     return Notification.objects.get(channel=channel)
 
@@ -113,10 +107,7 @@ def test_a_storm_of_10000_402s_gives_one_message_per_channel_and_one_email(
     django_capture_on_commit_callbacks: object, inbox: Inbox, receivers: dict[str, Receiver], key: TogetherKey
 ) -> None:
     all_channels(receivers)
-    start = datetime.now(UTC)
-    for batch in range(20):  # 10,000 402s in batches of 500, as the proxy flushes them
-        at = start + timedelta(seconds=batch)
-        record(django_capture_on_commit_callbacks, [payment_required(key.pk, at) for _ in range(500)])
+    record_402_storm(django_capture_on_commit_callbacks, key.pk)
     deliver_pending()
     deliver_pending()
 
@@ -439,3 +430,20 @@ def test_without_email_recipients_the_channels_carry_it_and_no_skipped_email_is_
     assert notification.channel is not None
     assert Notification.objects.count() == 1
     assert len(receiver.requests) == 1
+
+
+def test_a_channel_whose_secrets_cannot_be_decrypted_stops_nothing_else(
+    inbox: Inbox, receivers: dict[str, Receiver], key: TogetherKey
+) -> None:
+    add_channel("email", "cfo@example.com")
+    broken = webhook(receivers["webhook"])
+    slack(receivers["slack"])
+    AlertChannel.objects.filter(kind="email").update(target_encrypted="not-a-fernet-token")
+    AlertChannel.objects.filter(pk=broken.pk).update(secret_encrypted="not-a-fernet-token")
+    fire(key)
+    deliver_pending()
+
+    assert inbox.envelopes[0][1] == [BILLING_OWNER]
+    assert len(receivers["slack"].requests) == 1
+    assert receivers["webhook"].requests == []
+    assert "cannot be decrypted with FIELD_ENCRYPTION_KEYS" in row_of(broken).last_error

@@ -157,3 +157,18 @@ def test_the_admin_refuses_a_metadata_target(receiver: Receiver, settings: objec
     assert response.status_code == 200
     assert "cloud metadata address" in response.content.decode()
     assert not AlertChannel.objects.exists()
+
+
+def test_the_admin_sends_a_test_message_and_says_whether_it_arrived(receiver: Receiver) -> None:
+    admin = User.objects.create_superuser("root", "root@example.com", "pw")
+    client = Client()
+    client.force_login(admin)
+    channel = add_channel("webhook", receiver.url, secret="s3cret-000000000001", name="hook")[0]
+    response = client.post(
+        "/admin/alerts/alertchannel/",
+        {"action": "send_test", "_selected_action": [channel.pk]},
+        follow=True,
+    )
+
+    assert "Test message delivered to hook." in response.content.decode()
+    assert receiver.requests[0].headers["x-together-dash-event"] == "test"

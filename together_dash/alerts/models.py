@@ -8,6 +8,7 @@ row writes the event and, in the same transaction, its notifications: one email 
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,6 +22,8 @@ from together_dash.alerts import channels
 from together_dash.alerts.emails import render_alert
 from together_dash.alerts.kinds import DEFAULTS, MEANING, Kind, unknown_kinds
 from together_dash.keys import crypto
+
+logger = logging.getLogger(__name__)
 
 
 class AlertRule(models.Model):
@@ -242,10 +245,16 @@ class AlertChannelQuerySet(models.QuerySet):
 
     def addresses_for(self, kind: str) -> list[str]:
         """The addresses of enabled email channels that take alerts of this kind."""
-        rows = self.filter(enabled=True, kind=AlertChannel.Kind.EMAIL).order_by("id")
-        return [
-            a for channel in rows if channel.hears(kind) for a in channels.clean_addresses(channel.target)
-        ]
+        addresses: list[str] = []
+        for channel in self.filter(enabled=True, kind=AlertChannel.Kind.EMAIL).order_by("id"):
+            if not channel.hears(kind):
+                continue
+            try:
+                addresses += channels.clean_addresses(channel.target)
+            except (crypto.DecryptionError, ValidationError):
+                # One broken channel must not stop the transition (and every other email) being written.
+                logger.error("alert channel %s: its addresses cannot be read; re-enter them", channel.name)
+        return addresses
 
     def known_secrets(self) -> tuple[str, ...]:
         """Every channel's secret, URL and URL path: what a message must never carry."""

@@ -13,9 +13,9 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from together_dash.alerts import channels
-from together_dash.alerts.delivery import DeliveryError
+from together_dash.alerts.management.commands.test_alert_channel import send_test
 from together_dash.alerts.models import AlertChannel
-from together_dash.alerts.services import add_channel, parse_kinds, send_test_message
+from together_dash.alerts.services import add_channel, parse_kinds
 from together_dash.keys.management.commands.add_key import read_secret
 
 STDIN = "-"
@@ -93,8 +93,5 @@ class Command(BaseCommand):
         return options["secret"] or ""
 
     def _test(self, channel: AlertChannel) -> None:
-        try:
-            send_test_message(channel)
-        except DeliveryError as exc:
-            raise CommandError(f"Added, but the test message was not delivered: {exc}") from None
+        send_test(channel, "Added, but the test message was not delivered")
         self.stdout.write(self.style.SUCCESS("Test message delivered."))

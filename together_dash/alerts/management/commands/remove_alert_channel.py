@@ -4,22 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
+from together_dash.alerts.management.commands.test_alert_channel import add_channel_argument, channel_named
 from together_dash.alerts.models import Notification
-from together_dash.alerts.services import find_channel
 
 
 class Command(BaseCommand):
     help = "Remove an alert channel (by name or id), with its delivery history and unsent messages."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("channel", help="the channel's name or id (list_alert_channels)")
+        add_channel_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        channel = find_channel(options["channel"])
-        if channel is None:
-            raise CommandError(f"No alert channel {options['channel']!r}.")
+        channel = channel_named(options)
         unsent = channel.notifications.filter(status=Notification.Status.PENDING).count()
         name = str(channel)
         channel.delete()
