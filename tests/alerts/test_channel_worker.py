@@ -3,7 +3,10 @@
 The proxy (in front of the simulator) records the 402 and fires the billing alert; the outbox row goes
 to a real Celery worker over the configured broker, and the worker POSTs it to an HTTP receiver on
 loopback. The worker runs in a thread of this process (celery.contrib.testing) so that it shares the test
-database on SQLite too, where the test database lives in this process's memory.
+database on SQLite too, where the test database lives in this process's memory. While the worker runs,
+the test waits on the receiver and reads no row: SQLite's shared in-memory database refuses a writer
+("table is locked") instead of making it wait for a reader, which would fail the worker's task. The rows
+are read once the worker has stopped (it finishes its task first).
 """
 
 from __future__ import annotations
@@ -38,11 +41,12 @@ TARGET_SECONDS = 10.0
 
 
 @contextmanager
-def celery_worker() -> Iterator[None]:
+def celery_worker(purge: bool = True) -> Iterator[None]:
     """A real worker consuming the default queue (emptied first: earlier tests leave tasks on it)."""
     hijack = celery_app.conf.worker_hijack_root_logger
     celery_app.conf.worker_hijack_root_logger = False  # keep pytest's and Django's log handlers
-    celery_app.control.purge()
+    if purge:
+        celery_app.control.purge()
     try:
         with start_worker(celery_app, perform_ping_check=False, shutdown_timeout=30):
             yield
@@ -61,22 +65,16 @@ def test_a_402_through_the_proxy_reaches_the_webhook_signed_within_10_s_once(
 ) -> None:
     TogetherKey.create(name="main", secret="sim-upstream-key-main")
     app_key = create_app_key("channel-e2e")[1]
-    channel = add_channel("webhook", receiver.url, secret=WEBHOOK_SECRET)[0]
+    add_channel("webhook", receiver.url, secret=WEBHOOK_SECRET)
 
-    def delivered() -> bool:
-        return Notification.objects.filter(channel=channel, status=Notification.Status.SENT).exists()
+    with running_proxy(fresh_simulator.base_url, record=record_to_database, log_flush_interval=0.01) as proxy:
+        with celery_worker():
+            started = time.monotonic()
+            assert chat(proxy.base_url, app_key, "402").status_code == 402
+            wait_until(lambda: receiver.requests, TARGET_SECONDS, "the webhook message did not arrive")
+            arrived = time.monotonic() - started
 
-    with (
-        celery_worker(),
-        running_proxy(fresh_simulator.base_url, record=record_to_database, log_flush_interval=0.01) as proxy,
-    ):
-        started = time.monotonic()
-        assert chat(proxy.base_url, app_key, "402").status_code == 402
-        wait_until(lambda: receiver.requests, TARGET_SECONDS, "the webhook message did not arrive")
-        arrived = time.monotonic() - started
-        wait_until(delivered, message="the worker did not mark the message sent")
-
-        # More 402s on the same key: the alert is firing already, so nothing more is written or sent.
+        # More 402s on the same key: the alert is firing already, so no second message is written.
         assert {chat(proxy.base_url, app_key, "402").status_code for _ in range(20)} == {402}
         assert proxy.proxy.drain_logs()
 
@@ -84,7 +82,8 @@ def test_a_402_through_the_proxy_reaches_the_webhook_signed_within_10_s_once(
     (request,) = receiver.requests
     assert verify(WEBHOOK_SECRET, request.headers, request.body)
     assert request.json["summary"] == "Credits exhausted on key main (HTTP 402)"
-    assert AlertChannel.objects.get().notifications.count() == 1
+    (row,) = AlertChannel.objects.get().notifications.all()
+    assert (row.status, row.attempts) == (Notification.Status.SENT, 1)
 
 
 def test_the_task_waits_out_a_429s_retry_after_and_delivers_once(receiver: Receiver, rules: None) -> None:
@@ -94,11 +93,15 @@ def test_the_task_waits_out_a_429s_retry_after_and_delivers_once(receiver: Recei
     fire_billing(key.pk, datetime.now(UTC), "traffic")
     row = Notification.objects.get(channel=channel)
 
-    with celery_worker():
-        deliver_notification.delay(row.pk)
-        wait_until(lambda: Notification.objects.get(pk=row.pk).status == Notification.Status.SENT)
+    # Sent before the worker starts: kombu's filesystem transport can take a message file that is
+    # still being written (an empty read that stops the worker), which a test need not race with.
+    celery_app.control.purge()
+    deliver_notification.delay(row.pk)
+    with celery_worker(purge=False):
+        wait_until(lambda: len(receiver.requests) == 2, message="the retry did not arrive")
 
     row.refresh_from_db()
+    assert row.status == Notification.Status.SENT
     assert [r.headers["x-together-dash-delivery"] for r in receiver.requests] == [str(row.pk)] * 2
     assert (row.attempts, row.last_error) == (2, "")
     first, second = (r.headers["x-together-dash-timestamp"] for r in receiver.requests)

@@ -119,6 +119,7 @@ class AlertChannelAdmin(admin.ModelAdmin):
 class NotificationAdmin(admin.ModelAdmin):
     list_display = ("subject", "destination", "status", "attempts", "last_error", "created_at", "sent_at")
     list_filter = ("status", "channel")
+    list_select_related = ("channel",)
     readonly_fields = [f.name for f in Notification._meta.fields]
     actions = [send_now]
 
