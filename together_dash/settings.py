@@ -185,6 +185,11 @@ ALERT_EMAILS = env.list("ALERT_EMAILS", default=[])
 # within ALERT_DIGEST_WINDOW_SECONDS, they go out as one digest email.
 ALERT_DIGEST_MIN = env.int("ALERT_DIGEST_MIN", default=4)
 ALERT_DIGEST_WINDOW_SECONDS = env.int("ALERT_DIGEST_WINDOW_SECONDS", default=60)
+# Alert channels (Slack, webhook, PagerDuty): https and public addresses only, unless DEBUG or this is
+# on (a receiver on the team's own network, plain http allowed too); never link-local or metadata.
+ALERT_CHANNEL_ALLOW_LOCAL = env_bool("ALERT_CHANNEL_ALLOW_LOCAL", default=False)
+ALERT_CHANNEL_TIMEOUT = env.float("ALERT_CHANNEL_TIMEOUT", default=10.0)
+PAGERDUTY_EVENTS_URL = env.str("PAGERDUTY_EVENTS_URL", default="https://events.pagerduty.com/v2/enqueue")
 
 # Upstream Together API. With no key, `make run` starts the simulator and points TOGETHER_BASE_URL at it.
 TOGETHER_API_KEY = env.str("TOGETHER_API_KEY", default="")

@@ -1,4 +1,4 @@
-"""Fixtures for the alert tests: a real SMTP server on loopback (aiosmtpd) and Django pointed at it."""
+"""Fixtures for the alert tests: a real SMTP server and HTTP receivers on loopback, Django pointed at them."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from django.core.cache import cache
 
+from tests.alerts.receivers import Receiver
 from together_dash.alerts.models import AlertRule
 from together_dash.keys.models import TogetherKey
 
@@ -117,3 +118,36 @@ def rules(db: None) -> None:
 @pytest.fixture
 def key(rules: None) -> TogetherKey:
     return TogetherKey.create("prod-main", "tk-test-secret-000000000000001")
+
+
+# --- alert channels: real HTTP receivers on loopback (tests/alerts/receivers.py) ---------------------
+
+
+@pytest.fixture
+def local_channels(settings: object) -> None:
+    """Channels may point at http://127.0.0.1 (as with DEBUG or ALERT_CHANNEL_ALLOW_LOCAL)."""
+    settings.ALERT_CHANNEL_ALLOW_LOCAL = True
+    settings.ALERT_CHANNEL_TIMEOUT = 5
+    settings.SITE_ROOT = "https://dash.example.com"
+
+
+@pytest.fixture
+def receiver_down(local_channels: None) -> Iterator[Receiver]:
+    """A receiver whose port refuses connections until the test calls start()."""
+    receiver = Receiver()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture
+def receiver(receiver_down: Receiver) -> Receiver:
+    return receiver_down.start()
+
+
+@pytest.fixture
+def receivers(local_channels: None) -> Iterator[dict[str, Receiver]]:
+    """One running receiver per channel kind: slack, webhook, pagerduty."""
+    running = {kind: Receiver().start() for kind in ("slack", "webhook", "pagerduty")}
+    yield running
+    for each in running.values():
+        each.stop()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from together_dash.traffic.entries import LogEntry
+from together_dash.traffic.recording import record_entries
 
 MODEL = "meta-llama/Llama-3.3-70B-Instruct-Turbo"
 
@@ -35,3 +36,18 @@ def success(key_id: int | None, at: datetime | None = None) -> LogEntry:
         completion_tokens=5,
         total_tokens=15,
     )
+
+
+def record(capture: object, entries: list[LogEntry]) -> None:
+    """record_entries() and the after-commit alert hook, as the proxy's flusher runs them."""
+    with capture(execute=True):  # type: ignore[operator]
+        record_entries(entries)
+
+
+def record_402_storm(capture: object, key_id: int | None) -> datetime:
+    """10,000 402s on one key in batches of 500, a second apart, as the proxy flushes them; the start."""
+    start = datetime.now(UTC)
+    for batch in range(20):
+        at = start + timedelta(seconds=batch)
+        record(capture, [payment_required(key_id, at) for _ in range(500)])
+    return start

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
 from tests.alerts.conftest import BILLING_OWNER, Inbox
-from tests.alerts.helpers import payment_required, success
+from tests.alerts.helpers import payment_required, record, record_402_storm, success
 from together_dash.alerts.delivery import deliver_pending
 from together_dash.alerts.kinds import Kind
 from together_dash.alerts.models import Alert, AlertEvent, AlertRule, Notification
@@ -19,19 +19,10 @@ from together_dash.traffic.recording import KeyOutcome, RecordResult, record_ent
 pytestmark = pytest.mark.django_db
 
 
-def record(capture: object, entries: list) -> None:
-    """record_entries() and the after-commit alert hook, as the proxy's flusher runs them."""
-    with capture(execute=True):  # type: ignore[operator]
-        record_entries(entries)
-
-
 def test_a_storm_of_402s_through_record_entries_sends_one_email(
     django_capture_on_commit_callbacks: object, inbox: Inbox, key: TogetherKey
 ) -> None:
-    start = datetime.now(UTC)
-    for batch in range(20):  # 10,000 402s in batches of 500, as the proxy flushes them
-        at = start + timedelta(seconds=batch)
-        record(django_capture_on_commit_callbacks, [payment_required(key.pk, at) for _ in range(500)])
+    start = record_402_storm(django_capture_on_commit_callbacks, key.pk)
     deliver_pending()
     deliver_pending()
 

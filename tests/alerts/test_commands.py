@@ -53,7 +53,7 @@ def test_deliver_alerts_sends_what_is_pending(inbox: Inbox, key: TogetherKey) ->
 
 def test_deliver_alerts_reports_smtp_down_on_its_heartbeat(smtp_down: SmtpServer, key: TogetherKey) -> None:
     fire_billing(key.pk, datetime.now(UTC), "traffic")
-    with pytest.raises(CommandError, match="1 alert email"):
+    with pytest.raises(CommandError, match="1 alert notification"):
         call_command("deliver_alerts")
 
     beat = PollerHeartbeat.objects.get(name="redeliver_alerts")

@@ -109,7 +109,7 @@ def test_rotate_encryption_key_moves_every_row_to_the_newest_key(together: Toget
         run("add_key", "prod", stdin=secret)
     with override_settings(FIELD_ENCRYPTION_KEYS=[new_key, old_key]):
         out, _ = run("rotate_encryption_key")
-    assert "Re-encrypted 1 key(s)" in out
+    assert "Re-encrypted 1 row(s)" in out
     with override_settings(FIELD_ENCRYPTION_KEYS=[new_key]):
         assert TogetherKey.objects.get().secret == secret
 

@@ -82,7 +82,9 @@ def test_an_unknown_app_key_gets_togethers_401_without_the_key_echoed(
 
     assert_together_401(response, made_up, "Invalid app key")
     (log,) = logs(proxy)
-    assert (log.status_code, log.category, log.kind, log.app_key_id) == (401, "auth", "invalid_api_key", None)
+    # Logged as the proxy's refusal of the app key, not as a Together key problem.
+    assert (log.status_code, log.category, log.app_key_id) == (401, "auth", None)
+    assert log.kind == "app_key_rejected"
     assert made_up not in log.error_message
 
 

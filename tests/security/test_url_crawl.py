@@ -89,6 +89,7 @@ PAGE_ROUTES = (
     "diagnostics/preflight/",
     "diagnostics/debug-bundle/",
     "alerts/",
+    "alerts/<int:alert_id>/",
     "alerts/rules/<int:rule_id>/mute",
     "alerts/rules/<int:rule_id>/unmute",
 )

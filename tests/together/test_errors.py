@@ -82,7 +82,7 @@ def test_it_describes_every_kind_with_a_category_cause_and_fix():
         "model_not_found", "model_not_available", "invalid_finetune_dataset", "invalid_request",
         "finetune_job_not_found", "endpoint_not_found", "request_rate_limited", "token_rate_limited",
         "rate_limited", "model_overloaded", "service_unavailable", "upstream_timeout", "timeout",
-        "connection_error", "bad_response",
+        "connection_error", "bad_response", "app_key_rejected",
     }
 
 

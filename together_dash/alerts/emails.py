@@ -39,11 +39,20 @@ def alert_context(alert: Alert, transition: str) -> dict[str, Any]:
 def render_alert(alert: Alert, transition: str) -> tuple[str, str, str]:
     """(subject, text, html) for one alert transition."""
     context = alert_context(alert, transition)
-    subject = render_to_string(_pick(alert.rule.kind, "subject.txt"), context)
     text = render_to_string(_pick(alert.rule.kind, "body.txt"), context)
     html = render_to_string(_pick(alert.rule.kind, "body.html"), context)
+    return _subject(alert, context), text, html
+
+
+def render_subject(alert: Alert, transition: str) -> str:
+    """The subject line alone (the summary of the other channels' messages)."""
+    return _subject(alert, alert_context(alert, transition))
+
+
+def _subject(alert: Alert, context: dict[str, Any]) -> str:
+    subject = render_to_string(_pick(alert.rule.kind, "subject.txt"), context)
     # A header must be one line: templates end with a newline, and a label might hold one.
-    return " ".join(subject.split())[:300], text, html
+    return " ".join(subject.split())[:300]
 
 
 def render_digest(notifications: Sequence[Notification]) -> tuple[str, str, str]:

@@ -25,7 +25,7 @@ from together_dash.keys.models import RateLimitSnapshot, TogetherKey
 from together_dash.pollers.models import PollerKeyState
 from together_dash.pollers.runs import stale_pollers
 from together_dash.proxy.metrics import dropped_logs_total
-from together_dash.traffic.models import ErrorGroup
+from together_dash.traffic.models import APP_KEY_REJECTED, ErrorGroup, RequestLog
 from together_dash.traffic.rollups import billing_errors_since, minute_totals_since
 
 if TYPE_CHECKING:
@@ -158,16 +158,21 @@ def _polled_402s() -> list[tuple[int | None, datetime, datetime, str]]:
 
 
 def key_invalid(rule: AlertRule, now: datetime) -> Firing:
-    """Health check says invalid, or traffic saw at least <threshold> 401s within the window."""
+    """Health check says invalid, or Together answered at least <threshold> 401s on a key in the window.
+
+    Only 401s from Together on one of our upstream keys count: the proxy's refusal of a client's app key
+    is app_key_rejected, and a 401 on no key of ours (a pass-through key we do not hold) names no key
+    to verify or rotate here.
+    """
     firing: Firing = {}
     for key in TogetherKey.objects.active_but_invalid():
         firing[key_subject(key.pk)] = _key_entry(key.pk, key.name, f"Health check: {key.health_detail}")
     recent = ErrorGroup.objects.seen_since("invalid_api_key", now - rule.window)
-    for row in recent.counts_by_key():
+    for row in recent.filter(upstream_key__isnull=False).counts_by_key():
         if row["n"] >= rule.threshold and key_subject(row["upstream_key_id"]) not in firing:
-            detail = f"{row['n']} requests answered 401 within {rule.window_minutes} minutes"
+            detail = f"{row['n']} requests answered 401 by Together within {rule.window_minutes} minutes"
             firing[key_subject(row["upstream_key_id"])] = _key_entry(
-                row["upstream_key_id"], row["upstream_key__name"] or "(no upstream key)", detail
+                row["upstream_key_id"], row["upstream_key__name"], detail
             )
     return firing
 
@@ -176,6 +181,32 @@ def _key_entry(key_id: int | None, name: str, detail: str) -> tuple[str, dict[st
     path = reverse("dashboard-key", args=[key_id]) if key_id is not None else reverse("keys-list")
     fix = "verify the key in the Together console, or rotate it (Keys page)."
     return f"key {name}", {"detail": detail, "fix": fix, "path": path, "key_id": key_id}
+
+
+def app_key_rejected(rule: AlertRule, now: datetime) -> Firing:
+    """At least <threshold> requests refused by the proxy for one app key (or unknown ones) in the window."""
+    firing: Firing = {}
+    for row in RequestLog.objects.app_key_rejections_since(now - rule.window, rule.threshold):
+        key_id = row["app_key_id"]
+        if key_id is None:
+            subject, label = "appkey:unknown", "missing or unknown app keys"
+            path = reverse("dashboard-errors") + f"?kind={APP_KEY_REJECTED}"
+        else:
+            subject, label = (
+                f"appkey:{key_id}",
+                f"app key {row['app_key__name']} (tdk_{row['app_key__prefix']}_…)",
+            )
+            path = reverse("keys-app-detail", args=[key_id])
+        detail = (
+            f"The proxy refused {row['n']} requests within {rule.window_minutes} minutes; they never"
+            f" reached Together. Last reason: {row['message']}"
+        )
+        fix = (
+            "give the client a valid app key (Keys page, or manage.py create_app_key NAME);"
+            " the Together key is fine."
+        )
+        firing[subject] = (label, {"detail": detail, "fix": fix, "path": path, "app_key_id": key_id})
+    return firing
 
 
 def headroom(rule: AlertRule, now: datetime) -> Firing:
@@ -194,16 +225,23 @@ def headroom(rule: AlertRule, now: datetime) -> Firing:
 
 
 def error_rate(rule: AlertRule, now: datetime) -> Firing:
-    """A category's share of requests above the threshold (percent) over the window, from rollups."""
-    totals = minute_totals_since(now - rule.window)
-    requests = totals.requests
+    """A category's share of requests above the threshold (percent) over the window, from rollups.
+
+    Requests the proxy refused for their app key are left out: they never reached Together, and
+    app_key_rejected has its own alert about them.
+    """
+    since = (now - rule.window).replace(second=0, microsecond=0)  # the rollups' minute
+    totals = minute_totals_since(since)
+    refused = sum(row["n"] for row in RequestLog.objects.app_key_rejections_since(since, 1))
+    requests = totals.requests - refused
     if requests < MIN_REQUESTS_FOR_RATE:
         return {}
     firing: Firing = {}
     for category, errors in totals.errors_by_category.items():
         if category in OWN_ALERT:
             continue
-        share = 100.0 * (errors or 0) / requests
+        errors = max(0, (errors or 0) - (refused if category == "auth" else 0))
+        share = 100.0 * errors / requests
         if share > rule.threshold:
             detail = (
                 f"{share:.1f}% of {requests} requests failed with {category} errors"
@@ -306,6 +344,7 @@ EVALUATORS: dict[str, Callable[[AlertRule, datetime], Firing]] = {
     Kind.MODEL_REMOVED: model_removed,
     Kind.POLLER_STALE: poller_stale,
     Kind.LOGS_DROPPED: logs_dropped,
+    Kind.APP_KEY_REJECTED: app_key_rejected,
 }
 # Billing resolves on a successful call (on_recorded), not because a poll stopped seeing the 402.
 RESOLVED_ELSEWHERE = {Kind.BILLING}

@@ -18,6 +18,7 @@ class Kind(models.TextChoices):
     MODEL_REMOVED = "model_removed", "Model in use removed from the catalog"
     POLLER_STALE = "poller_stale", "Poller stale"
     LOGS_DROPPED = "logs_dropped", "Proxy dropped request logs"
+    APP_KEY_REJECTED = "app_key_rejected", "App key rejected by the proxy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +47,17 @@ DEFAULTS: dict[str, KindDefaults] = {
     Kind.MODEL_REMOVED: KindDefaults(threshold=1, window_minutes=10080, renotify_minutes=1440),
     Kind.POLLER_STALE: KindDefaults(threshold=1, window_minutes=0, renotify_minutes=240),
     Kind.LOGS_DROPPED: KindDefaults(threshold=1, window_minutes=10, renotify_minutes=120),
+    # A client with a wrong app key is its owner's problem, not an outage: a higher bar, one message.
+    Kind.APP_KEY_REJECTED: KindDefaults(
+        threshold=20, window_minutes=15, renotify_minutes=0, notify_resolved=False
+    ),
 }
 
 # What threshold and window mean for each kind, shown as help in the admin and on the alerts page.
 MEANING: dict[str, str] = {
     Kind.BILLING: "fires on the first 402 of a key; resolves on its next successful call",
-    Kind.KEY_INVALID: "key health invalid, or at least <threshold> 401s within the window",
+    Kind.KEY_INVALID: "a Together key's health invalid, or at least <threshold> 401s from Together on it"
+    " within the window",
     Kind.HEADROOM: "headroom below <threshold>% in every snapshot of the last <window> minutes",
     Kind.ERROR_RATE: "a category's errors above <threshold>% of requests over the window (20+ requests)",
     Kind.FINETUNE_FAILED: "a job that failed within the last <window> minutes",
@@ -60,4 +66,11 @@ MEANING: dict[str, str] = {
     Kind.MODEL_REMOVED: "removed while our traffic used it within the last <window> minutes",
     Kind.POLLER_STALE: "no successful run for twice the poller's interval",
     Kind.LOGS_DROPPED: "at least <threshold> request logs dropped within the last <window> minutes",
+    Kind.APP_KEY_REJECTED: "at least <threshold> requests with one missing, unknown, revoked or expired"
+    " app key refused by the proxy within the window (they never reached Together)",
 }
+
+
+def unknown_kinds(names: list[str]) -> list[str]:
+    """The names in the list that are not alert kinds, sorted."""
+    return sorted(set(names) - set(Kind.values))

@@ -23,10 +23,20 @@ EVALUATION_TASK = "evaluate_alerts"  # its name in pollers/schedule.py, also its
 
 
 def enqueue(notifications: Iterable[Notification | None]) -> None:
-    """Hand new notifications to a worker once their rows are committed."""
+    """Hand new notifications, and those of the same transition (one per channel), to workers after commit."""
+    ids: dict[int, None] = {}
     for notification in notifications:
-        if notification is not None and notification.status == Notification.Status.PENDING:
-            deliver_notification.delay_on_commit(notification.pk)
+        if notification is None:
+            continue
+        if notification.status == Notification.Status.PENDING:
+            ids[notification.pk] = None
+        if notification.event_id is not None:
+            siblings = Notification.objects.filter(
+                event_id=notification.event_id, status=Notification.Status.PENDING
+            )
+            ids.update(dict.fromkeys(siblings.values_list("pk", flat=True)))
+    for notification_id in ids:
+        deliver_notification.delay_on_commit(notification_id)
 
 
 def on_recorded(result: RecordResult) -> None:
@@ -59,8 +69,9 @@ def scheduled_evaluation(token: str | None = None) -> int:
     return report.counts.get("notifications", 0) if report.claimed else 0
 
 
-# SMTP down: retried with exponential backoff capped at 5 minutes, for days (acks_late in settings);
-# the redeliver_pending sweep backs this up in case the broker loses the task.
+# SMTP or a channel down: retried with exponential backoff capped at 5 minutes, for days (acks_late in
+# settings), or after the receiver's Retry-After; the redeliver_pending sweep backs this up in case the
+# broker loses the task.
 @shared_task(
     autoretry_for=(DeliveryError,),
     retry_backoff=2,
@@ -73,7 +84,12 @@ def scheduled_evaluation(token: str | None = None) -> int:
 )
 def deliver_notification(self: Task, notification_id: int) -> None:
     # A task id is a uuid; without its dashes it fits Notification.claim_token (32 characters).
-    deliver(notification_id, token=(self.request.id or "").replace("-", "")[:32])
+    try:
+        deliver(notification_id, token=(self.request.id or "").replace("-", "")[:32])
+    except DeliveryError as exc:
+        if exc.retry_after is None:
+            raise  # autoretry_for: the exponential backoff
+        raise self.retry(exc=exc, countdown=exc.retry_after) from None
 
 
 @shared_task(bind=True, soft_time_limit=240, time_limit=300)

@@ -1,4 +1,4 @@
-"""The alerts page: what is firing now, the history, the deliveries, and per-user mutes."""
+"""The alerts pages: what is firing now, the history, the deliveries, per-user mutes; one alert in detail."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from together_dash.alerts.models import Alert, AlertEvent, AlertRule, Mute, Notification
+from together_dash.alerts.models import Alert, AlertChannel, AlertEvent, AlertRule, Mute, Notification
 from together_dash.core.roles import viewer_required
 
 HISTORY_SIZE = 100
@@ -22,11 +22,25 @@ def alerts_page(request: HttpRequest) -> HttpResponse:
     context = {
         "firing": Alert.objects.filter(state=Alert.State.FIRING).select_related("rule").order_by("-fired_at"),
         "events": AlertEvent.objects.select_related("alert__rule")[:HISTORY_SIZE],
-        "notifications": Notification.objects.select_related("alert__rule")[:HISTORY_SIZE],
+        "notifications": Notification.objects.select_related("alert__rule", "channel")[:HISTORY_SIZE],
         "rules": AlertRule.objects.all(),
+        "channels": AlertChannel.objects.all(),
         "muted": muted,
     }
     return render(request, "alerts/alerts.html", context)
+
+
+@require_GET
+@viewer_required
+def alert_detail(request: HttpRequest, alert_id: int) -> HttpResponse:
+    """One alert: its state, and every transition with each delivery (email and per channel)."""
+    alert = get_object_or_404(Alert.objects.select_related("rule"), pk=alert_id)
+    events = list(alert.events.all()[:HISTORY_SIZE])
+    deliveries: dict[int | None, list[Notification]] = {}
+    for notification in alert.notifications.select_related("channel").order_by("created_at", "id"):
+        deliveries.setdefault(notification.event_id, []).append(notification)
+    rows = [(event, deliveries.get(event.pk, [])) for event in events]
+    return render(request, "alerts/alert.html", {"alert": alert, "rows": rows})
 
 
 @require_POST

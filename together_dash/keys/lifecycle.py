@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from together_dash.keys import crypto
@@ -314,15 +314,26 @@ def _claim_expiry(model: type, key: object, actor: Actor, **wipe: str) -> int:
     return claimed
 
 
+# Encrypted columns of other apps (alert channels' targets and secrets), registered from their
+# AppConfig.ready() so that rotating the encryption key moves them too; keys never imports those apps.
+ENCRYPTED_ELSEWHERE: dict[type[models.Model], tuple[str, ...]] = {}
+
+
+def register_encrypted_fields(model: type[models.Model], *fields: str) -> None:
+    ENCRYPTED_ELSEWHERE[model] = fields
+
+
 def rotate_encryption_key(actor: Actor) -> int:
     """Re-encrypt every stored secret under the newest FIELD_ENCRYPTION_KEYS entry; returns rows moved."""
     moved, broken = 0, []
-    for key in TogetherKey.objects.all():
-        try:
-            moved += _reencrypt_row(key)
-        except crypto.DecryptionError:
-            broken.append(key.name)
-    detail = f"{moved} key(s) re-encrypted under the newest encryption key"
+    tables = {TogetherKey: ("secret_encrypted", "previous_secret_encrypted"), **ENCRYPTED_ELSEWHERE}
+    for model, fields in tables.items():
+        for row in model.objects.all():
+            try:
+                moved += _reencrypt_row(row, fields)
+            except crypto.DecryptionError:
+                broken.append(str(getattr(row, "name", row.pk)))
+    detail = f"{moved} row(s) re-encrypted under the newest encryption key"
     target = {"key_type": KeyType.ENCRYPTION, "label": "FIELD_ENCRYPTION_KEYS"}
     if broken:
         message = f"{detail}; {len(broken)} could not be decrypted: {', '.join(broken)}"
@@ -331,17 +342,10 @@ def rotate_encryption_key(actor: Actor) -> int:
     return moved
 
 
-def _reencrypt_row(key: TogetherKey) -> int:
-    fields = {
-        name: crypto.reencrypt(getattr(key, name))
-        for name in ("secret_encrypted", "previous_secret_encrypted")
-        if getattr(key, name)
-    }
-    if not fields:
+def _reencrypt_row(row: models.Model, fields: tuple[str, ...]) -> int:
+    moved = {name: crypto.reencrypt(getattr(row, name)) for name in fields if getattr(row, name)}
+    if not moved:
         return 0
-    # A row rotated meanwhile was just written under the newest key; leaving it alone is right.
-    return TogetherKey.objects.filter(
-        pk=key.pk,
-        secret_encrypted=key.secret_encrypted,
-        previous_secret_encrypted=key.previous_secret_encrypted,
-    ).update(**fields)
+    # A row changed meanwhile was just written under the newest key; leaving it alone is right.
+    unchanged = {name: getattr(row, name) for name in fields}
+    return type(row).objects.filter(pk=row.pk, **unchanged).update(**moved)

@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
 
+# The kind a request log gets when the proxy refuses the app key a client sent (together.errors.TAXONOMY).
+APP_KEY_REJECTED = "app_key_rejected"
 MAX_CACHED_KEYS = 10_000
 # After a failed refresh a stale answer is trusted this long before the database is asked again.
 STALE_GRACE_SECONDS = 5.0

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from together_dash.proxy import metrics
-from together_dash.proxy.auth import Credential, Refusal, no_key
+from together_dash.proxy.auth import APP_KEY_REJECTED, Credential, Refusal, no_key
 from together_dash.proxy.capture import BodyCapture, BodySummary, Usage, make_decoder
 from together_dash.proxy.forwarding import (
     MAX_ERROR_BODY,
@@ -374,7 +374,10 @@ class Exchange:
     async def _refuse(self, refusal: Refusal) -> None:
         body = error_body(refusal.message, refusal.error_type, refusal.code, refusal.param)
         classified = classify_error(refusal.status, body, dict(refusal.headers), self.scope["path"])
-        self._classified(classified.category, classified.kind, classified.message)
+        # The client sees Together's invalid_api_key; the log says it was our refusal of its app key,
+        # which never reached Together and says nothing about the upstream key.
+        kind = APP_KEY_REJECTED if refusal.code == "invalid_api_key" else classified.kind
+        self._classified(classified.category, kind, classified.message)
         self.entry.extra["refused_by_proxy"] = True
         await self._respond(refusal.status, body, refusal.headers)
 

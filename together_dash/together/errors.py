@@ -54,6 +54,14 @@ TAXONOMY: dict[str, KindInfo] = {
         "Verify the key, or rotate it: create a new one at https://api.together.xyz/settings/api-keys "
         "and replace it here.",
     ),
+    # Never the classifier's answer: the proxy's own 401 for the app key a client sent (proxy/exchange.py).
+    "app_key_rejected": KindInfo(
+        "auth", False,
+        "The proxy refused the request before it reached Together: the app key was missing, unknown, "
+        "revoked or expired, or has no usable upstream key. The Together key is not at fault.",
+        "Give the client a valid app key (Keys page, or manage.py create_app_key NAME); the message says "
+        "which key was refused and why.",
+    ),
     "permission_denied": KindInfo(
         "auth", False,
         "This key may not use the model: it is gated by account tier or organisation.",

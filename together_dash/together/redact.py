@@ -15,6 +15,8 @@ _PATTERNS = [
     re.compile(r"\btd[ko]_[A-Za-z0-9_\-]{8,}"),
     re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}"),
     re.compile(r"\b[0-9a-f]{64}\b"),
+    # A Slack incoming-webhook URL is a credential: its path is the token.
+    re.compile(r"(?i)(hooks\.slack\.com/)[^\s\"'<>]+"),
 ]
 
 

@@ -22,6 +22,34 @@ CATEGORY_CHOICES = [
 ]
 
 
+APP_KEY_REJECTED = "app_key_rejected"  # the kind of a request the proxy refused for its app key
+
+
+class RequestLogQuerySet(models.QuerySet):
+    def app_key_rejections_since(self, since: datetime, at_least: float) -> list[dict]:
+        """App keys (None: not attributable) the proxy refused at least `at_least` times since `since`.
+
+        Each row: app_key_id, app_key__name, app_key__prefix, n, and the newest refusal's message. The
+        error groups answer first whether there can be that many at all (the usual answer is no); only
+        then are the window's rows counted, through the (category, created_at) index.
+        """
+        groups = ErrorGroup.objects.seen_since(APP_KEY_REJECTED, since)
+        if (groups.aggregate(n=models.Sum("count"))["n"] or 0) < at_least:
+            return []
+        refused = self.filter(category="auth", kind=APP_KEY_REJECTED, created_at__gte=since)
+        rows = [
+            row
+            for row in refused.values("app_key_id", "app_key__name", "app_key__prefix").annotate(
+                n=models.Count("id")
+            )
+            if row["n"] >= at_least
+        ]
+        for row in rows:
+            newest = refused.filter(app_key_id=row["app_key_id"]).order_by("-created_at", "-id")
+            row["message"] = newest.values_list("error_message", flat=True).first() or ""
+        return rows
+
+
 class RequestLog(models.Model):
     """One request to Together. Unknown numbers are NULL, never 0."""
 
@@ -72,6 +100,8 @@ class RequestLog(models.Model):
         "ErrorGroup", models.SET_NULL, null=True, blank=True, related_name="+", db_index=False,
         db_constraint=False,
     )
+
+    objects = RequestLogQuerySet.as_manager()
 
     class Meta:
         constraints = [

@@ -8,11 +8,11 @@ from together_dash.alerts.delivery import DeliveryError, scheduled_redelivery
 
 
 class Command(BaseCommand):
-    help = "Send the pending alert emails now (what the redeliver_pending periodic task does)."
+    help = "Send the pending alert emails and channel messages now (what redeliver_pending does)."
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             sent = scheduled_redelivery()
         except DeliveryError as exc:
             raise CommandError(str(exc)) from exc
-        self.stdout.write(f"{sent} email(s) sent")
+        self.stdout.write(f"{sent} notification(s) sent")

@@ -14,7 +14,7 @@ from together_dash.keys.management.commands.add_key import add_actor_arguments, 
 
 
 class Command(BaseCommand):
-    help = "Re-encrypt every stored Together key with the first FIELD_ENCRYPTION_KEYS entry."
+    help = "Re-encrypt every stored secret (Together keys, alert channels) under the newest encryption key."
 
     def add_arguments(self, parser: CommandParser) -> None:
         add_actor_arguments(parser)
@@ -25,5 +25,6 @@ class Command(BaseCommand):
         except KeyActionError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(self.style.SUCCESS(
-            f"Re-encrypted {moved} key(s). Older FIELD_ENCRYPTION_KEYS entries can now be removed."
+            f"Re-encrypted {moved} row(s) (Together keys, alert channels). Older FIELD_ENCRYPTION_KEYS "
+            "entries can now be removed."
         ))
