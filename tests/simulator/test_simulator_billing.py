@@ -179,9 +179,8 @@ def test_a_key_of_another_organisation_has_its_own_bill_and_cannot_read_ours(
 
     ours = root_http.get("/v1/billing/usage", params=month).json()
     theirs = root_http.get("/v1/billing/usage", params=month, headers=other).json()
-    refused = root_http.get(
-        "/v1/billing/usage", params={**month, "organization_id": ORGANIZATION["organization_id"]}, headers=other
-    )
+    ours_by_id = {**month, "organization_id": ORGANIZATION["organization_id"]}
+    refused = root_http.get("/v1/billing/usage", params=ours_by_id, headers=other)
     who = root_http.get("/v1/whoami", headers=other).json()
 
     assert theirs["organization_id"] == who["organization_id"] == OTHER_ORG
@@ -209,8 +208,9 @@ def test_a_small_page_size_makes_the_sdk_follow_the_cursor(
         march.advance(3600)
     march.set_scenario(billing_page_size=2)
 
-    first = root_http.get("/v1/billing/usage", params={"month": "2026-03", "granularity": "hour", "limit": 1000})
-    every = list(together_client.organization.usage.costs.list(month="2026-03", granularity="hour", limit=1000))
+    month = {"month": "2026-03", "granularity": "hour", "limit": 1000}
+    first = root_http.get("/v1/billing/usage", params=month)
+    every = list(together_client.organization.usage.costs.list(**month))
 
     assert len(first.json()["data"]) == 2
     assert len(every) == 5

@@ -318,7 +318,8 @@ async def rerank(state: SimulatorState, request: Request) -> Response:
             budget.headers(now),
         )
     prompt_tokens = sum(inference.count_tokens(query) + inference.count_tokens(text) for text in texts)
-    headers, refused = _charge(state, request, budget, prompt_tokens, billing.token_charges(model, prompt_tokens, 0))
+    bill = billing.token_charges(model, prompt_tokens, 0)
+    headers, refused = _charge(state, request, budget, prompt_tokens, bill)
     if refused is not None:
         return refused
     scores = [inference.relevance(query, text) for text in texts]

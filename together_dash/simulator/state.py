@@ -103,11 +103,14 @@ class SimulatorState:
 
     def _organization(self, key: str) -> dict[str, str]:
         organization_id = self.organization_of(key)
-        return ORGANIZATION if organization_id == self.organization_id else other_organization(organization_id)
+        if organization_id == self.organization_id:
+            return ORGANIZATION
+        return other_organization(organization_id)
 
     def whoami(self, key: str) -> dict[str, Any]:
         digest = hashlib.sha256(key.encode()).hexdigest()
-        return {"api_key_id": f"key_{digest[:24]}", **self._organization(key), "user_id": f"user_{digest[24:48]}"}
+        org = self._organization(key)
+        return {"api_key_id": f"key_{digest[:24]}", **org, "user_id": f"user_{digest[24:48]}"}
 
     def whoami_v3(self, key: str) -> dict[str, Any]:
         """together 3.x's tagged whoami: a project key, or an org key (scenario `org_keys`)."""
