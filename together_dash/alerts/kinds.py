@@ -18,6 +18,7 @@ class Kind(models.TextChoices):
     MODEL_REMOVED = "model_removed", "Model in use removed from the catalog"
     POLLER_STALE = "poller_stale", "Poller stale"
     LOGS_DROPPED = "logs_dropped", "Proxy dropped request logs"
+    UNPRICED_MODEL = "unpriced_model", "Unpriced model in use"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,7 @@ DEFAULTS: dict[str, KindDefaults] = {
     Kind.MODEL_REMOVED: KindDefaults(threshold=1, window_minutes=10080, renotify_minutes=1440),
     Kind.POLLER_STALE: KindDefaults(threshold=1, window_minutes=0, renotify_minutes=240),
     Kind.LOGS_DROPPED: KindDefaults(threshold=1, window_minutes=10, renotify_minutes=120),
+    Kind.UNPRICED_MODEL: KindDefaults(threshold=1, window_minutes=60, renotify_minutes=1440),
 }
 
 # What threshold and window mean for each kind, shown as help in the admin and on the alerts page.
@@ -60,4 +62,5 @@ MEANING: dict[str, str] = {
     Kind.MODEL_REMOVED: "removed while our traffic used it within the last <window> minutes",
     Kind.POLLER_STALE: "no successful run for twice the poller's interval",
     Kind.LOGS_DROPPED: "at least <threshold> request logs dropped within the last <window> minutes",
+    Kind.UNPRICED_MODEL: "at least <threshold> requests to a model with no price within <window> minutes",
 }

@@ -369,6 +369,14 @@ def billing_errors_since(key_id: int | None, since: datetime) -> int:
     return int(rows.aggregate(n=Sum(ERROR_COLUMNS["billing"]))["n"] or 0)
 
 
+def unpriced_models_since(since: datetime) -> dict[str, int]:
+    """Requests with no known cost (their model has no price) per model, from the minute of `since` on."""
+    minute = since.replace(second=0, microsecond=0)
+    rows = UsageMinute.objects.filter(bucket__gte=minute, unpriced_requests__gt=0)
+    found = rows.values("model").annotate(n=Sum("unpriced_requests")).order_by("model")
+    return {row["model"]: int(row["n"]) for row in found if row["n"] > 0}
+
+
 def _unprefixed(row: dict[str, Any]) -> dict[str, Any]:
     return {name.removeprefix("sum_"): value or 0 for name, value in row.items()}
 
