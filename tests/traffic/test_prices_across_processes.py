@@ -33,8 +33,9 @@ MODEL = catalog.get(catalog.DEFAULT_CHAT_MODEL)
 
 def request(content_id: str) -> LogEntry:
     return LogEntry(
-        created_at=timezone.now(), endpoint="/v1/chat/completions", model_requested=MODEL.id, status_code=200, latency_ms=50.0,
-        prompt_tokens=1000, completion_tokens=100, total_tokens=1100, request_id=content_id,
+        created_at=timezone.now(), endpoint="/v1/chat/completions", model_requested=MODEL.id,
+        status_code=200, latency_ms=50.0, prompt_tokens=1000, completion_tokens=100, total_tokens=1100,
+        request_id=content_id,
     )
 
 

@@ -106,6 +106,12 @@ class RequestLog(models.Model):
     def is_error(self) -> bool:
         return bool(self.category)
 
+    @property
+    def is_unpriced(self) -> bool:
+        """Token counts known, cost not: the model had no price in the catalog (never shown as $0)."""
+        model = self.model_served or self.model_requested
+        return is_unpriced(self.cost_usd, self.prompt_tokens, self.completion_tokens, model)
+
 
 class RequestBodySample(models.Model):
     """The opt-in copy of one request's bodies (PROXY_BODY_SAMPLE_RATE): redacted and size-capped.
