@@ -78,13 +78,14 @@ def _poll(report: PollReport, config: FanOutConfig | None) -> None:
     groups = _groups(fan_out(refs, _whoami, config))
     outcomes = broken + _fetch_groups(groups, months, config)
     record_outcomes(POLLER, outcomes, report)
+    report.count("keys_not_asked", len(refs) + len(broken) - len(outcomes))
     names = {group.organization_id: group.name for group in groups}
     members = {key.id: group.organization_id for group in groups for key in group.keys}
     for outcome in outcomes:
         if outcome.ok and outcome.value:
             org_id = outcome.value[0].organization_id
-            keys_of_org = [key_id for key_id, org in members.items() if org == org_id] or [outcome.key.id]
-            store_reports(outcome.value, names.get(org_id, ""), keys_of_org, now, report)
+            keys_of_org = {key_id for key_id, org in members.items() if org == org_id} | {outcome.key.id}
+            store_reports(outcome.value, names.get(org_id, ""), sorted(keys_of_org), now, report)
 
 
 def months_to_fetch(now: datetime) -> list[str]:
