@@ -3,9 +3,11 @@ the month boundary and revised windows."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import httpx
 import pytest
 import time_machine
 from django.core.management import call_command
@@ -19,6 +21,7 @@ from together_dash.billing.models import (
     OrganizationKey,
 )
 from together_dash.billing.polling import POLLER, months_to_fetch
+from together_dash.pollers.fanout import FanOutConfig
 from together_dash.pollers.models import PollerHeartbeat, PollerKeyState
 from together_dash.pollers.testing import add_key, fault_for_key
 from together_dash.simulator.state import ORGANIZATION
@@ -228,3 +231,31 @@ def test_the_command_runs_the_same_poll(biller: Biller, capsys: pytest.CaptureFi
 
     assert "poll_billing: 1/1 keys ok" in capsys.readouterr().out
     assert BillingLineItem.objects.count() == 2
+
+
+class NoWhoami(httpx.AsyncBaseTransport):
+    """The real transport, except that /whoami answers 404 (an API without it)."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/whoami"):
+            return httpx.Response(404, json={"error": {"message": "Not found", "type": "not_found"}})
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def test_a_key_whose_whoami_is_silent_is_placed_by_the_report_itself(biller: Biller) -> None:
+    key, secret = add_key("main")
+    biller.at(CALLS_AT)
+    biller.chat(secret)
+    config = dataclasses.replace(FanOutConfig.from_settings(), transport=lambda ref: NoWhoami())
+
+    report = biller.poll(POLL_AT, config=config)
+
+    assert report.ok == 1
+    assert OrganizationKey.objects.get(key=key).organization.organization_id == ORG
+    assert stored() == reported(biller.report(secret, "2026-03"))
