@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "together_dash.proxy",
     "together_dash.catalog",
     "together_dash.jobs",
+    "together_dash.billing",
     "together_dash.pollers",
     "together_dash.datasets",
     "together_dash.diagnostics",

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 
 from tests.alerts.conftest import BILLING_OWNER, Inbox
-from tests.alerts.helpers import payment_required, record, record_402_storm, success
+from tests.alerts.helpers import MODEL, payment_required, record, record_402_storm, success
 from together_dash.alerts.delivery import deliver_pending
 from together_dash.alerts.kinds import Kind
 from together_dash.alerts.models import Alert, AlertEvent, AlertRule, Notification
 from together_dash.alerts.tasks import on_recorded
+from together_dash.catalog.models import ModelInfo
 from together_dash.jobs.models import BatchJob
 from together_dash.keys.models import TogetherKey
 from together_dash.traffic.recording import KeyOutcome, RecordResult, record_entries
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def priced_model() -> None:
+    """The model of the successful calls has a price: only billing alerts are about these requests."""
+    ModelInfo.objects.create(model_id=MODEL, pricing_input=Decimal("0.88"), pricing_output=Decimal("0.88"))
 
 
 def test_a_storm_of_402s_through_record_entries_sends_one_email(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -174,3 +175,33 @@ def test_a_disabled_rule_does_not_fire(rules: None) -> None:
     evaluate_alerts_now()
 
     assert firing(Kind.POLLER_STALE) == []
+
+
+def test_an_unpriced_model_in_use_fires_and_resolves_once_its_requests_are_costed(
+    inbox: Inbox, key: TogetherKey
+) -> None:
+    from decimal import Decimal
+
+    from together_dash.traffic.backfill import backfill_costs
+
+    ModelInfo.objects.create(model_id=MODEL)  # in the catalog, without a price
+    ModelInfo.objects.create(model_id="org/priced", pricing_input=Decimal("1"), pricing_output=Decimal("1"))
+    record_entries([success(key.pk), success(key.pk)])
+    record_entries([replace(success(key.pk), model_requested="org/priced")])
+    evaluate_alerts_now()
+    deliver_pending()
+
+    assert firing(Kind.UNPRICED_MODEL) == [f"model:{MODEL}"]
+    alert = Alert.objects.get(rule__kind=Kind.UNPRICED_MODEL)
+    assert "2 requests within 60 minutes have no cost" in alert.context["detail"]
+    assert [" ".join(subject.split()) for subject in inbox.subjects] == [  # a long header is folded
+        f"[together-dash] Unpriced model in use: model {MODEL}"
+    ]
+
+    prices = {"pricing_input": Decimal("0.88"), "pricing_output": Decimal("0.88")}
+    ModelInfo.objects.filter(model_id=MODEL).update(**prices)
+    ModelInfo.objects.get(model_id=MODEL).save()
+    backfill_costs()
+    evaluate_alerts_now()
+
+    assert firing(Kind.UNPRICED_MODEL) == []

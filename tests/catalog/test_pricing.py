@@ -1,4 +1,5 @@
-"""cost_usd: catalog prices per 1M tokens, cached in process, None when it cannot know."""
+"""cost_usd: catalog prices per 1M tokens (cached prompt tokens at the cached-input price), read from a
+per-process table that follows the catalog's generation, None when it cannot know."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from together_dash.catalog import pricing
-from together_dash.catalog.models import ModelInfo
-from together_dash.catalog.pricing import PRICE_TABLE_TTL, cost_usd, invalidate_prices
+from together_dash.catalog.models import CatalogVersion, ModelInfo
+from together_dash.catalog.pricing import Price, cost_usd, invalidate_prices, prices, request_cost
 
 pytestmark = pytest.mark.django_db
 
@@ -27,6 +27,10 @@ def priced() -> None:
         model_id="org/chat", pricing_input=Decimal("0.88"), pricing_output=Decimal("2.5")
     )
     ModelInfo.objects.create(model_id="org/embed", pricing_input=Decimal("0.02"), pricing_output=Decimal("0"))
+    ModelInfo.objects.create(
+        model_id="org/cached", pricing_input=Decimal("1.25"), pricing_output=Decimal("1.25"),
+        pricing_cached_input=Decimal("0.5"),
+    )
     ModelInfo.objects.create(model_id="org/unpriced")
 
 
@@ -51,15 +55,38 @@ def test_model_ids_match_exactly(priced: None) -> None:
     assert cost_usd("ORG/CHAT", 10, 10) is None
 
 
-def test_prices_are_cached_then_reloaded(
-    priced: None, django_assert_num_queries: object, monkeypatch: pytest.MonkeyPatch
+def test_cached_prompt_tokens_cost_the_cached_input_price(priced: None) -> None:
+    # 600 fresh x 1.25 + 400 cached x 0.5 + 100 x 1.25, per 1M
+    assert cost_usd("org/cached", 1000, 100, cached_tokens=400) == Decimal("0.00107500")
+    assert cost_usd("org/cached", 1000, 100, cached_tokens=0) == cost_usd("org/cached", 1000, 100)
+    assert cost_usd("org/cached", 1000, 100, cached_tokens=None) == Decimal("0.00137500")
+
+
+def test_without_a_cached_price_cached_tokens_cost_the_input_price(priced: None) -> None:
+    assert cost_usd("org/chat", 1000, 200, cached_tokens=400) == cost_usd("org/chat", 1000, 200)
+
+
+def test_cached_tokens_never_count_for_more_than_the_prompt() -> None:
+    price = Price(Decimal("1"), Decimal("1"), Decimal("0.1"))
+    assert request_cost(price, 100, 0, cached_tokens=500) == Decimal("0.00001000")
+
+
+def test_prices_are_kept_until_the_catalog_generation_moves(
+    priced: None, django_assert_num_queries: object
 ) -> None:
-    # The table's age is read from time.monotonic, which time-machine leaves alone: a clock of our own.
-    now = [1000.0]
-    monkeypatch.setattr(pricing.time, "monotonic", lambda: now[0])
     cost_usd("org/chat", 1, 1)
+    # A write that goes around the models' save() (and so around the generation) is not seen...
     ModelInfo.objects.filter(model_id="org/chat").update(pricing_input=Decimal("100"))
-    with django_assert_num_queries(0):
+    with django_assert_num_queries(1):  # the generation, and no reload
         assert cost_usd("org/chat", 1_000_000, 0) == Decimal("0.88000000")
-    now[0] += PRICE_TABLE_TTL + 1
+    # ...until the catalog says it changed, as the poller does after every change.
+    CatalogVersion.bump()
     assert cost_usd("org/chat", 1_000_000, 0) == Decimal("100.00000000")
+
+
+def test_any_save_of_a_model_moves_the_generation(priced: None) -> None:
+    before = prices().generation
+    ModelInfo.objects.create(model_id="org/new", pricing_input=Decimal("1"), pricing_output=Decimal("1"))
+
+    assert prices().generation != before
+    assert cost_usd("org/new", 1_000_000, 0) == Decimal("1.00000000")

@@ -431,3 +431,33 @@ def test_the_nav_links_every_dashboard_page(viewer_web: Client) -> None:
         "keys-list",
     ):
         assert f'href="{reverse(name)}"' in page, name
+
+
+def test_an_unpriced_model_shows_its_badge_on_every_page_with_a_cost_never_zero(
+    viewer_web: Client, seed: Seed
+) -> None:
+    key = seed.key("prod")
+    seed.model(LLAMA)
+    seed.model(QWEN, pricing_input=None, pricing_output=None)
+    seed.logs(key, LLAMA, timedelta(minutes=5), 2)
+    seed.logs(key, QWEN, timedelta(minutes=4), 3)
+    unpriced = RequestLog.objects.filter(model_requested=QWEN).first()
+    priced = RequestLog.objects.filter(model_requested=LLAMA).first()
+
+    pages = {
+        "overview": text(viewer_web.get(reverse("dashboard-overview"), {"range": "1h"})),
+        "key": text(viewer_web.get(reverse("dashboard-key", args=[key.id]), {"range": "1h"})),
+        "requests": text(viewer_web.get(reverse("dashboard-requests"), {"range": "1h"})),
+        "request": text(viewer_web.get(reverse("dashboard-request", args=[unpriced.id]))),
+        "models": text(viewer_web.get(reverse("dashboard-models"), {"range": "1h"})),
+    }
+    priced_page = text(viewer_web.get(reverse("dashboard-request", args=[priced.id])))
+
+    for name in ("overview", "key"):
+        assert "3 unpriced</span>" in pages[name], name
+    assert pages["requests"].count('class="badge warn unpriced"') == 3
+    assert "$0.00000" not in pages["requests"]
+    assert 'class="badge warn unpriced"' in pages["request"]
+    assert f"the catalog has no price for <span class=\"model-id\">{QWEN}</span>" in pages["request"]
+    assert pages["models"].count('class="badge warn unpriced"') == 1
+    assert "unpriced" not in priced_page and "$0.000106" in priced_page

@@ -36,6 +36,7 @@ from together_dash.traffic.models import (
     UsageHour,
     UsageMinute,
     UsageRollup,
+    is_unpriced,
 )
 
 NOW = datetime(2026, 3, 3, 12, 30, 17, tzinfo=UTC)  # a Tuesday
@@ -77,6 +78,9 @@ def aggregate_logs(step: str, since: datetime | None = None) -> dict[tuple, Coun
             counts[f"errors_{log.category}"] += 1
         for column in ("prompt_tokens", "completion_tokens", "total_tokens", "cost_usd"):
             counts[column] += getattr(log, column) or 0
+        priced_by = log.model_served or log.model_requested
+        tokens = (log.prompt_tokens, log.completion_tokens)
+        counts["unpriced_requests"] += is_unpriced(log.cost_usd, *tokens, priced_by)
         if log.latency_ms is not None:
             counts["latency_count"] += 1
             counts["latency_sum_ms"] += log.latency_ms

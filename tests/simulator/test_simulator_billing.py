@@ -161,3 +161,94 @@ def test_bad_parameters_are_400(root_http: httpx.Client) -> None:
     assert root_http.get("/v1/billing/usage", params={"granularity": "week"}).status_code == 400
     assert root_http.get("/v1/billing/usage", params={"limit": 1001}).status_code == 400
     assert root_http.get("/v1/billing/usage", params=hourly_cursor_on_daily).status_code == 400
+
+
+OTHER_KEY = "sim-other-org-key"
+OTHER_ORG = "org_simulated_other"
+
+
+def test_a_key_of_another_organisation_has_its_own_bill_and_cannot_read_ours(
+    march: RunningSimulator, root_http: httpx.Client
+) -> None:
+    march.set_scenario(key_organizations={OTHER_KEY: OTHER_ORG})
+    other = {"Authorization": f"Bearer {OTHER_KEY}"}
+    chat(root_http)
+    root_http.post("/v1/chat/completions", headers=other, json={"model": MODEL, "messages": MESSAGES * 3})
+    march.advance(3600)
+    month = {"month": "2026-03", "granularity": "hour"}
+
+    ours = root_http.get("/v1/billing/usage", params=month).json()
+    theirs = root_http.get("/v1/billing/usage", params=month, headers=other).json()
+    ours_by_id = {**month, "organization_id": ORGANIZATION["organization_id"]}
+    refused = root_http.get("/v1/billing/usage", params=ours_by_id, headers=other)
+    who = root_http.get("/v1/whoami", headers=other).json()
+
+    assert theirs["organization_id"] == who["organization_id"] == OTHER_ORG
+    assert ours["organization_id"] == ORGANIZATION["organization_id"]
+    prompt = {o["organization_id"]: o["data"][0]["line_items"][0]["quantity"] for o in (ours, theirs)}
+    assert prompt[OTHER_ORG] != prompt[ORGANIZATION["organization_id"]]
+    assert refused.status_code == 403
+    assert refused.json()["error"]["type"] == "permission_denied"
+
+
+def test_a_key_without_billing_permission_gets_403(march: RunningSimulator, root_http: httpx.Client) -> None:
+    march.set_scenario(billing_denied_keys=["sim-test-key"])
+
+    answer = root_http.get("/v1/billing/usage", params={"month": "2026-03"})
+
+    assert answer.status_code == 403
+    assert "billing" in answer.json()["error"]["message"]
+
+
+def test_a_small_page_size_makes_the_sdk_follow_the_cursor(
+    march: RunningSimulator, root_http: httpx.Client, together_client: together.Together
+) -> None:
+    for _ in range(5):
+        chat(root_http)
+        march.advance(3600)
+    march.set_scenario(billing_page_size=2)
+
+    month = {"month": "2026-03", "granularity": "hour", "limit": 1000}
+    first = root_http.get("/v1/billing/usage", params=month)
+    every = list(together_client.organization.usage.costs.list(**month))
+
+    assert len(first.json()["data"]) == 2
+    assert len(every) == 5
+
+
+def test_repeated_leading_messages_are_cached_and_billed_at_the_cached_price(
+    march: RunningSimulator, root_http: httpx.Client, together_client: together.Together
+) -> None:
+    model = catalog.get(catalog.CACHED_PRICE_MODEL)
+    assert model is not None and model.cached_input_price is not None
+    system = {"role": "system", "content": "You answer questions about the simulator. " * 20}
+    turns = [[system, {"role": "user", "content": "first"}], [system, {"role": "user", "content": "second"}]]
+    usages = [
+        root_http.post("/v1/chat/completions", json={"model": model.id, "messages": m}).json()["usage"]
+        for m in turns
+    ]
+    march.advance(3600)
+
+    (window,) = together_client.organization.usage.costs.list(month="2026-03", granularity="hour")
+    items = items_by_product(window)
+    listed = {m["id"]: m for m in root_http.get("/v1/models").json()}[model.id]
+
+    assert usages[0]["cached_tokens"] == 0
+    assert 0 < usages[1]["cached_tokens"] < usages[1]["prompt_tokens"]
+    cached_line = items["Serverless Inference - Cached Input Tokens"]
+    assert Decimal(cached_line.quantity) == usages[1]["cached_tokens"]
+    assert Decimal(cached_line.unit_price) == Decimal(str(model.cached_input_price)) / 1_000_000
+    uncached = sum(u["prompt_tokens"] - u["cached_tokens"] for u in usages)
+    assert Decimal(items["Serverless Inference - Input Tokens"].quantity) == uncached
+    assert listed["pricing"]["cached_input"] == model.cached_input_price
+
+
+def test_models_without_a_cached_price_report_no_cached_tokens(
+    march: RunningSimulator, root_http: httpx.Client
+) -> None:
+    messages = [{"role": "system", "content": "Be brief. " * 30}, {"role": "user", "content": "hi"}]
+    for _ in range(2):
+        usage = chat(root_http, messages=messages)
+
+    assert usage["cached_tokens"] == 0
+    assert "cached_input" not in {m["id"]: m for m in root_http.get("/v1/models").json()}[MODEL]["pricing"]

@@ -6,6 +6,7 @@ import json
 import pickle
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import httpx
 import pytest
@@ -217,6 +218,50 @@ def test_it_returns_whoami(make_client):
     client, _ = make_client(ok(WHOAMI))
     who = client.whoami().data
     assert (who.organization_name, who.project_slug, who.user_id) == ("Acme", "default", None)
+
+
+BILLING_PAGE = {
+    "object": "list", "organization_id": "org_1", "billing_period": "2026-03", "currency": "USD",
+    "earliest_window_start": "2026-03-10T09:00:00Z", "latest_window_end": "2026-03-10T11:00:00Z",
+    "next_cursor": "c2",
+    "data": [{
+        "date": "2026-03-10", "start_time": "2026-03-10T09:00:00Z", "end_time": "2026-03-10T10:00:00Z",
+        "line_items": [
+            {"product_name": "Serverless Inference - Input Tokens", "quantity": "123456789012",
+             "unit_price": "0.00000088", "cost": "108641.97432", "pricing_dimensions": {"model": "m"},
+             "attributes": {"model": "m", "project_id": "p"}, "applied_credit": {"type": "PREPAID"}},
+            {"product_name": "Dedicated Endpoints - Hardware Minutes", "quantity": "12.5",
+             "unit_price": "0.0427", "cost": "0.53375", "pricing_dimensions": {}, "attributes": {}},
+        ],
+    }],
+}
+
+
+def test_it_reads_a_billing_usage_page_with_exact_decimals(make_client):
+    client, recorder = make_client(ok(BILLING_PAGE))
+    report = client.billing_usage("2026-03", after="c1", limit=500, organization_id="org_1").data
+    (window,) = report.data
+    tokens, minutes = window.line_items
+    assert dict(recorder.requests[0].url.params) == {
+        "month": "2026-03", "granularity": "hour", "after": "c1", "limit": "500", "organization_id": "org_1"
+    }
+    assert (report.organization_id, report.billing_period, report.next_cursor) == ("org_1", "2026-03", "c2")
+    assert window.start_time == datetime(2026, 3, 10, 9, tzinfo=UTC)
+    assert (tokens.quantity, tokens.unit_price, tokens.cost) == (
+        Decimal("123456789012"), Decimal("0.00000088"), Decimal("108641.97432")
+    )
+    assert (tokens.applied_credit, minutes.applied_credit) == ("PREPAID", None)
+    assert tokens.attributes == {"model": "m", "project_id": "p"}
+
+
+def test_a_billing_amount_that_is_not_a_decimal_string_is_a_bad_response(make_client):
+    broken = {**BILLING_PAGE, "data": [{**BILLING_PAGE["data"][0], "line_items": [
+        {**BILLING_PAGE["data"][0]["line_items"][0], "cost": 0.1}
+    ]}]}
+    client, _ = make_client(ok(broken), max_retries=0)
+    with pytest.raises(TogetherAPIError) as raised:
+        client.billing_usage("2026-03")
+    assert raised.value.kind == "bad_response"
 
 
 def test_it_lists_truncated_fine_tunes(make_client):

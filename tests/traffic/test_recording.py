@@ -326,3 +326,28 @@ def test_two_secret_like_client_ids_stay_two_records(app_key: AppKey, upstream: 
     assert (result.created, result.duplicates) == (2, 0)
     stored = RequestLog.objects.values_list("client_id", flat=True)
     assert all(client_id.startswith("[redacted]:") for client_id in stored)
+
+
+def test_cached_prompt_tokens_are_priced_at_the_cached_input_price(upstream: TogetherKey) -> None:
+    ModelInfo.objects.create(
+        model_id=MODEL, pricing_input=Decimal("1.25"), pricing_output=Decimal("1.25"),
+        pricing_cached_input=Decimal("0.5"),
+    )
+
+    record_entries([ok(upstream, prompt_tokens=2000, completion_tokens=100, cached_tokens=1500)])
+
+    # 500 fresh x 1.25 + 1500 cached x 0.5 + 100 x 1.25, per 1M tokens
+    assert RequestLog.objects.get().cost_usd == Decimal("0.00150000")
+    assert UsageHour.objects.get().cost_usd == Decimal("0.00150000")
+
+
+def test_a_request_to_an_unpriced_model_is_counted_unpriced_never_zero(upstream: TogetherKey) -> None:
+    ModelInfo.objects.create(model_id=MODEL)  # listed, without a price
+
+    record_entries([ok(upstream), ok(upstream, model_requested="org/not-in-catalog"),
+                    failed(upstream, 500, "server", "model_overloaded")])
+
+    assert list(RequestLog.objects.values_list("cost_usd", flat=True)) == [None, None, None]
+    minutes = dict(UsageMinute.objects.values_list("model", "unpriced_requests"))
+    assert minutes == {MODEL: 1, "org/not-in-catalog": 1}
+    assert UsageHour.objects.get(model=MODEL).cost_usd == 0

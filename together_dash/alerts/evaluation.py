@@ -26,7 +26,7 @@ from together_dash.pollers.models import PollerKeyState
 from together_dash.pollers.runs import stale_pollers
 from together_dash.proxy.metrics import dropped_logs_total
 from together_dash.traffic.models import APP_KEY_REJECTED, ErrorGroup, RequestLog
-from together_dash.traffic.rollups import billing_errors_since, minute_totals_since
+from together_dash.traffic.rollups import billing_errors_since, minute_totals_since, unpriced_models_since
 
 if TYPE_CHECKING:
     from together_dash.traffic.recording import KeyOutcome
@@ -333,6 +333,27 @@ def logs_dropped(rule: AlertRule, now: datetime) -> Firing:
     return {"proxy": ("proxy request logs", {"detail": detail, "fix": fix})}
 
 
+def unpriced_model(rule: AlertRule, now: datetime) -> Firing:
+    """Models our traffic used within the window whose requests have token counts but no price."""
+    firing: Firing = {}
+    for model, count in unpriced_models_since(now - rule.window).items():
+        if count < rule.threshold:
+            continue
+        detail = (
+            f"{count} requests within {rule.window_minutes} minutes have no cost: the catalog has no price"
+            " for this model, so every cost shown leaves them out."
+        )
+        fix = (
+            "nothing to do for a model Together prices later: costs are filled in when its price is polled."
+            " A private or fine-tuned model is not in the catalog: read its cost in Together's billing usage."
+        )
+        firing[f"model:{model}"] = (
+            f"model {model}",
+            {"detail": detail, "fix": fix, "path": reverse("dashboard-models"), "model": model},
+        )
+    return firing
+
+
 EVALUATORS: dict[str, Callable[[AlertRule, datetime], Firing]] = {
     Kind.BILLING: billing_backstop,
     Kind.KEY_INVALID: key_invalid,
@@ -345,6 +366,7 @@ EVALUATORS: dict[str, Callable[[AlertRule, datetime], Firing]] = {
     Kind.POLLER_STALE: poller_stale,
     Kind.LOGS_DROPPED: logs_dropped,
     Kind.APP_KEY_REJECTED: app_key_rejected,
+    Kind.UNPRICED_MODEL: unpriced_model,
 }
 # Billing resolves on a successful call (on_recorded), not because a poll stopped seeing the 402.
 RESOLVED_ELSEWHERE = {Kind.BILLING}

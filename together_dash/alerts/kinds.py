@@ -19,6 +19,7 @@ class Kind(models.TextChoices):
     POLLER_STALE = "poller_stale", "Poller stale"
     LOGS_DROPPED = "logs_dropped", "Proxy dropped request logs"
     APP_KEY_REJECTED = "app_key_rejected", "App key rejected by the proxy"
+    UNPRICED_MODEL = "unpriced_model", "Unpriced model in use"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,7 @@ DEFAULTS: dict[str, KindDefaults] = {
     Kind.APP_KEY_REJECTED: KindDefaults(
         threshold=20, window_minutes=15, renotify_minutes=0, notify_resolved=False
     ),
+    Kind.UNPRICED_MODEL: KindDefaults(threshold=1, window_minutes=60, renotify_minutes=1440),
 }
 
 # What threshold and window mean for each kind, shown as help in the admin and on the alerts page.
@@ -68,6 +70,7 @@ MEANING: dict[str, str] = {
     Kind.LOGS_DROPPED: "at least <threshold> request logs dropped within the last <window> minutes",
     Kind.APP_KEY_REJECTED: "at least <threshold> requests with one missing, unknown, revoked or expired"
     " app key refused by the proxy within the window (they never reached Together)",
+    Kind.UNPRICED_MODEL: "at least <threshold> requests to a model with no price within <window> minutes",
 }
 
 

@@ -1,6 +1,7 @@
 """The model catalog as polled from GET /models, and the changes seen between polls."""
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -8,7 +9,7 @@ from typing import Any
 from django.db import models
 from django.utils import timezone
 
-PRICE_FIELDS: tuple[str, ...] = ("input", "output", "hourly", "base", "finetune")
+PRICE_FIELDS: tuple[str, ...] = ("input", "output", "hourly", "base", "finetune", "cached_input")
 # A model recently used by our traffic and then removed needs a human: it is flagged for this long.
 RECENT_USE = timedelta(days=7)
 
@@ -38,6 +39,8 @@ class ModelInfo(models.Model):
     pricing_hourly = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
     pricing_base = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
     pricing_finetune = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
+    # USD per 1M prompt tokens served from the prompt cache; None: no cached price (all at input price).
+    pricing_cached_input = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
     upstream_created = models.DateTimeField(null=True, blank=True)
     state = models.CharField(max_length=10, choices=State.choices, default=State.AVAILABLE)
     first_seen = models.DateTimeField(default=timezone.now)
@@ -62,6 +65,11 @@ class ModelInfo(models.Model):
     def is_removed(self) -> bool:
         return self.state == self.State.REMOVED
 
+    @property
+    def is_unpriced(self) -> bool:
+        """Together gave no input or no output price: our requests to it have no known cost."""
+        return self.pricing_input is None or self.pricing_output is None
+
     def used_recently(self, now: datetime | None = None) -> bool:
         """True when our traffic used this model within RECENT_USE."""
         now = now or timezone.now()
@@ -79,6 +87,34 @@ class ModelInfo(models.Model):
             price: Decimal | None = getattr(self, f"pricing_{name}")
             values[f"pricing_{name}"] = None if price is None else format(price.normalize(), "f")
         return values
+
+
+class CatalogVersion(models.Model):
+    """One row whose generation grows whenever the polled catalog changes.
+
+    Every process prices requests from an in-process copy of the catalog's prices (catalog.pricing);
+    it compares this generation, one small read per batch of requests, to know when its copy is stale.
+    A poll in the worker process so reaches the web processes' next batch, not their next reload.
+    """
+
+    # A fresh random value per change, not a counter: equal only when nothing changed in between, even
+    # across a rolled-back transaction that had bumped it.
+    generation = models.CharField(max_length=32, default="")
+    changed_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"catalog generation {self.generation}"
+
+    @classmethod
+    def bump(cls) -> None:
+        """Announce a change of the catalog to every process."""
+        values = {"generation": uuid.uuid4().hex, "changed_at": timezone.now()}
+        if not cls.objects.filter(pk=1).update(**values):
+            cls.objects.update_or_create(pk=1, defaults=values)
+
+    @classmethod
+    def current(cls) -> str:
+        return cls.objects.filter(pk=1).values_list("generation", flat=True).first() or ""
 
 
 class ModelChange(models.Model):

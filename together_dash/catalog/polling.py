@@ -10,9 +10,9 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from together_dash.catalog.models import PRICE_FIELDS, RECENT_USE, ModelChange, ModelInfo
-from together_dash.catalog.pricing import invalidate_prices
+from together_dash.catalog.models import PRICE_FIELDS, RECENT_USE, CatalogVersion, ModelChange, ModelInfo
 from together_dash.catalog.services import successor_for
+from together_dash.catalog.signals import catalog_changed
 from together_dash.pollers.fanout import FanOutConfig, KeyRef, fan_out, key_refs
 from together_dash.pollers.runs import PollReport, active_keys, keys_due, record_outcomes, run_poller
 from together_dash.together.client import AsyncTogetherClient
@@ -58,6 +58,7 @@ def apply_catalog(
 ) -> None:
     """Upsert every model seen, mark the missing ones removed, and write one change row per event."""
     report = report or PollReport(poller=POLLER)
+    events_before = _events(report)
     seen: dict[str, Model] = {}
     for models in lists:
         for model in models:
@@ -82,7 +83,14 @@ def apply_catalog(
     _age_new_models(now)
     _watch_removed(now)
     report.count("models", len(seen))
-    invalidate_prices()
+    if _events(report) != events_before or baseline:
+        # Every process re-reads prices on its next batch; costs logged as unknown can be filled in.
+        CatalogVersion.bump()
+        transaction.on_commit(lambda: catalog_changed.send_robust(sender=ModelInfo), robust=True)
+
+
+def _events(report: PollReport) -> int:
+    return sum(report.counts.get(kind, 0) for kind in ("added", "changed", "removed", "restored"))
 
 
 def model_fields(model: Model) -> dict[str, Any]:

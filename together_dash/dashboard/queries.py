@@ -34,7 +34,9 @@ from together_dash.traffic.models import ERROR_COLUMNS, ErrorGroup, RequestLog
 MINUTE = rollups.MINUTE
 # Chart buckets at most; hour buckets are merged by a factor to stay within it.
 MAX_POINTS = 200
-FIGURE_COLUMNS: tuple[str, ...] = ("requests", *ERROR_COLUMNS.values(), "total_tokens", "cost_usd")
+FIGURE_COLUMNS: tuple[str, ...] = (
+    "requests", *ERROR_COLUMNS.values(), "total_tokens", "cost_usd", "unpriced_requests",
+)
 QUOTA_LOOKBACK = timedelta(hours=1)
 QUOTA_BARS = 12
 QUOTA_TREND_SERIES = 6
@@ -97,6 +99,8 @@ class Figures:
     errors: int = 0
     total_tokens: int = 0
     cost_usd: Decimal = Decimal(0)
+    # Requests left out of cost_usd because their model has no price: the cost shown is a floor.
+    unpriced_requests: int = 0
 
     @property
     def error_rate(self) -> float | None:
@@ -136,6 +140,7 @@ def _figures(sums: dict[str, Any]) -> Figures:
         errors=sum(sums[column] for column in ERROR_COLUMNS.values()),
         total_tokens=sums["total_tokens"],
         cost_usd=Decimal(sums["cost_usd"]),
+        unpriced_requests=sums["unpriced_requests"],
     )
 
 

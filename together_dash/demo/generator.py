@@ -33,6 +33,8 @@ from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
 from together_dash.catalog.models import ModelInfo
+from together_dash.catalog.pricing import Price
+from together_dash.catalog.pricing import request_cost as request_cost_of
 from together_dash.keys.models import TogetherKey
 from together_dash.simulator import catalog as simulator_catalog
 from together_dash.simulator import errors as bodies
@@ -49,9 +51,6 @@ KEY_NAMES = ("prod-chat", "prod-batch", "staging", "eval", "research")
 KEY_SHARES = (0.42, 0.26, 0.07, 0.15, 0.10)
 REQUEST_LIMITS = (100, 50, 10, 30, 75)  # x-ratelimit-limit per second: the 6,000 to 600 RPM tiers
 MINUTE = timedelta(minutes=1)
-PER_MILLION = Decimal(1_000_000)
-COST_PLACES = Decimal("0.00000001")
-ZERO = Decimal(0)
 
 # Share of all requests in each model, for the ids the simulator serves; a bigger catalog's other models
 # form a long tail.
@@ -200,8 +199,7 @@ class ModelProfile:
     type: str
     endpoint: str
     context_length: int
-    input_price: Decimal | None
-    output_price: Decimal | None
+    price: Price
     popularity: float
     ms_per_token: float
     ttft_ms: float
@@ -214,6 +212,7 @@ def model_profile(
     context_length: int | None,
     input_price: Decimal | None,
     output_price: Decimal | None,
+    cached_input_price: Decimal | None = None,
 ) -> ModelProfile:
     """Bigger models (by the parameter count in the id) answer slower, per token and to the first one."""
     sizes = [int(size) for size in PARAMETERS.findall(model_id)]
@@ -223,8 +222,7 @@ def model_profile(
         type_,
         ENDPOINTS[type_],
         context_length or 8192,
-        input_price,
-        output_price,
+        Price(input_price, output_price, cached_input_price),
         POPULARITY.get(model_id, LONG_TAIL),
         4.0 + 1.6 * root,
         150.0 + 25.0 * root,
@@ -236,36 +234,27 @@ def load_models() -> list[ModelProfile]:
     """The polled catalog when there is one, else the models the simulator serves."""
     rows = ModelInfo.objects.exclude(state=ModelInfo.State.REMOVED).filter(type__in=ENDPOINTS)
     models = [
-        model_profile(row.model_id, row.type, row.context_length, row.pricing_input, row.pricing_output)
+        model_profile(
+            row.model_id, row.type, row.context_length, row.pricing_input, row.pricing_output,
+            row.pricing_cached_input,
+        )
         for row in rows
     ]
     return models or [
         model_profile(
-            m.id, m.type, m.context_length, Decimal(str(m.input_price)), Decimal(str(m.output_price))
+            m.id, m.type, m.context_length, Decimal(str(m.input_price)), Decimal(str(m.output_price)),
+            None if m.cached_input_price is None else Decimal(str(m.cached_input_price)),
         )
         for m in simulator_catalog.MODELS
         if m.serverless and m.type in ENDPOINTS
     ]
 
 
-def request_cost(model: ModelProfile, prompt: int | None, completion: int | None) -> Decimal | None:
-    """Same rule as catalog.pricing.cost_usd: unknown only when a count that has a price is unknown."""
-    if prompt is not None and completion is not None and model.input_price and model.output_price:
-        cost = prompt * model.input_price + completion * model.output_price  # the common case, quickly
-        return (cost / PER_MILLION).quantize(COST_PLACES)
-    first = _priced(prompt, model.input_price)
-    second = _priced(completion, model.output_price)
-    if first is None or second is None:
-        return None
-    return ((first + second) / PER_MILLION).quantize(COST_PLACES)
-
-
-def _priced(tokens: int | None, per_million: Decimal | None) -> Decimal | None:
-    if per_million is not None and per_million == ZERO:
-        return ZERO
-    if tokens is None or per_million is None:
-        return ZERO if tokens == 0 else None
-    return per_million * tokens
+def request_cost(
+    model: ModelProfile, prompt: int | None, completion: int | None, cached: int | None = None
+) -> Decimal | None:
+    """catalog.pricing's rule: cached prompt tokens at the cached-input price; unknown, never 0."""
+    return request_cost_of(model.price, prompt, completion, cached)
 
 
 # ---- the shape of traffic ----------------------------------------------------------------------------
@@ -518,7 +507,7 @@ class Traffic:
         return [  # in LOG_COLUMNS order
             at, "proxy", None, key.id, None, key.fingerprint, "POST", model.endpoint, model.model_id,
             model.model_id, stream, 200, latency, ttft, prompt, completion, total, cached,
-            request_cost(model, prompt, completion), f"{rng.getrandbits(64):016x}",
+            request_cost(model, prompt, completion, cached), f"{rng.getrandbits(64):016x}",
             key.request_limit, remaining, rng.random(), key.token_limit, int(key.token_limit * headroom),
             "", "", "", None,
         ]

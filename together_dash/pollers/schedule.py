@@ -32,7 +32,11 @@ PERIODIC_TASKS: tuple[PeriodicTaskSpec, ...] = (
     PeriodicTaskSpec("poll_fine_tunes", "together_dash.jobs.tasks.poll_fine_tunes", 30, 10),
     PeriodicTaskSpec("poll_batches", "together_dash.jobs.tasks.poll_batches", 60, 15),
     PeriodicTaskSpec("check_keys", "together_dash.keys.tasks.check_keys", 300, 60),
+    # Together reports billing usage in finished hourly windows: once an hour catches each one.
+    PeriodicTaskSpec("poll_billing", "together_dash.billing.tasks.poll_billing", 3600, 300),
     PeriodicTaskSpec("prune_request_logs", "together_dash.traffic.tasks.prune_request_logs", 3600, 3600),
+    # Also enqueued after every catalog change; the schedule is its backstop.
+    PeriodicTaskSpec("backfill_costs", "together_dash.traffic.tasks.backfill_costs", 3600, 600),
     PeriodicTaskSpec("evaluate_alerts", "together_dash.alerts.tasks.evaluate_alerts", 30, 15),
     # Backstop for deliver_notification: sends what a lost task or an SMTP outage left pending.
     PeriodicTaskSpec("redeliver_alerts", "together_dash.alerts.tasks.redeliver_pending", 60, 30),

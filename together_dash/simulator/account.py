@@ -97,6 +97,8 @@ def supported_model(model: catalog.CatalogModel) -> dict[str, Any]:
         entry["contextLength"] = str(model.context_length)  # the SDK types it as a string
     if model.serverless and model.type != "image":
         entry["pricing"] = {"input": model.input_price, "output": model.output_price}
+        if model.cached_input_price is not None:
+            entry["pricing"]["cachedInput"] = model.cached_input_price
     return entry
 
 

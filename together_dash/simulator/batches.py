@@ -51,6 +51,7 @@ class BatchJob:
     error_file_id: str | None = None
     error: str | None = None
     completed_at: float | None = None
+    organization_id: str | None = None  # whose bill its lines go on
 
     def to_json(self) -> dict[str, Any]:
         total = len(self.lines)
@@ -155,14 +156,14 @@ def _answer(state: SimulatorState, batch: BatchJob, line: tuple[str, Any]) -> bo
         return False
     request = dict(body)
     request.setdefault("model", batch.model_id)
-    plan = plan_chat(state, request)
+    plan = plan_chat(state, request, organization_id=batch.organization_id)
     if isinstance(plan, tuple):
         status, raw = plan
         message = json.loads(raw)["error"]["message"]
         code = "invalid_model" if status == 404 or b"model_not_available" in raw else "invalid_request"
         batch.failures.append(_error_line(custom_id, message, code))
         return True
-    state.bill(charges(state, request, plan, batch=True))
+    state.bill(charges(state, request, plan, batch=True), batch.organization_id)
     response = {"status_code": 200, "body": inference.chat_completion_dict(plan)}
     batch.outputs.append(dumps({"custom_id": custom_id, "response": response}))
     return True
@@ -222,6 +223,7 @@ async def create(state: SimulatorState, request: Request) -> Response:
         deadline=now + WINDOW_S[window],
         lines_per_s=state.scenario.batch_lines_per_s * speed,
         validate_s=VALIDATE_S / speed,
+        organization_id=state.organization_of(request.key),
     )
     state.batches.batches[batch.id] = batch
     return json_response({"job": batch.to_json()}, status=201)

@@ -1,11 +1,14 @@
 """The simulator's own bill: what it served, tallied per (hour, product, resource), and the
 `GET /v1/billing/usage` report built from those tallies (together 3.x's `organization.usage.costs`).
 
-Every billed call records its charges here, priced from the simulator's catalog, and running
-dedicated endpoints are charged per minute from their state history, so a reconciliation of
+Every billed call records its charges here, on the bill of its key's organisation, priced from the
+simulator's catalog (prompt tokens served from the prompt cache at the cached-input price), and
+running dedicated endpoints are charged per minute from their state history, so a reconciliation of
 "what we sent" against "what the bill says" can be tested end to end. Only finished windows are
 reported (daily: through the end of yesterday, UTC; hourly: through the last completed hour), as
-the real report does; quantities, prices and costs are decimal strings in USD.
+the real report does; quantities, prices and costs are decimal strings in USD. A key asking for
+another organisation's report, or one without billing permission (scenario `billing_denied_keys`),
+gets 403.
 """
 
 from __future__ import annotations
@@ -44,20 +47,27 @@ class Charge:
 
 
 def token_charges(
-    model: CatalogModel, prompt_tokens: int, completion_tokens: int, *, batch: bool = False
+    model: CatalogModel,
+    prompt_tokens: int,
+    completion_tokens: int,
+    *,
+    cached_tokens: int = 0,
+    batch: bool = False,
 ) -> list[Charge]:
-    """Input and output token lines for a call, at the catalog's per-million prices."""
+    """Input, cached input and output token lines for a call, at the catalog's per-million prices."""
     product = BATCH if batch else SERVERLESS
     factor = BATCH_DISCOUNT if batch else Decimal(1)
     resource = {"model": model.id}
+    cached = min(cached_tokens, prompt_tokens) if model.cached_input_price is not None else 0
     lines = [
-        (f"{product} - Input Tokens", prompt_tokens, model.input_price),
+        (f"{product} - Input Tokens", prompt_tokens - cached, model.input_price),
+        (f"{product} - Cached Input Tokens", cached, model.cached_input_price),
         (f"{product} - Output Tokens", completion_tokens, model.output_price),
     ]
     return [
         Charge(name, resource, Decimal(count), Decimal(str(price)) * factor / PER_MILLION)
         for name, count, price in lines
-        if count
+        if count and price is not None
     ]
 
 
@@ -80,10 +90,12 @@ class UsageLedger:
             self.tallies[key] = self.tallies.get(key, Decimal(0)) + charge.quantity
 
 
-def endpoint_minutes(state: SimulatorState, until: float) -> UsageLedger:
-    """Per-minute charges of every dedicated endpoint while it was STARTED, split at hour marks."""
+def endpoint_minutes(state: SimulatorState, organization_id: str, until: float) -> UsageLedger:
+    """Per-minute charges of the organisation's dedicated endpoints while STARTED, split at hour marks."""
     ledger = UsageLedger()
     for endpoint in state.endpoints.all_ever():
+        if endpoint.organization_id != organization_id:
+            continue
         price = Decimal(str(endpoint.cents_per_minute)) / 100
         resource = {"endpoint_id": endpoint.id, "hardware": endpoint.hardware}
         for start, end in endpoint.running_intervals(until):
@@ -131,14 +143,17 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def windows(state: SimulatorState, month: str, granularity: str) -> list[dict[str, Any]]:
-    """The month's finished windows that have usage, oldest first."""
+def windows(
+    state: SimulatorState, month: str, granularity: str, organization_id: str | None = None
+) -> list[dict[str, Any]]:
+    """The organisation's finished windows of the month that have usage, oldest first."""
+    organization_id = organization_id or state.organization_id
     start, end = _month_bounds(month)
     now = state.clock.now()
     cutoff = min(_cutoff(now, granularity), int(end.timestamp()))
     step = HOUR if granularity == "hour" else 86400
     grouped: dict[int, dict[tuple[str, tuple[tuple[str, str], ...], Decimal], Decimal]] = {}
-    ledgers = (state.ledger, endpoint_minutes(state, now))
+    ledgers = (state.ledger(organization_id), endpoint_minutes(state, organization_id, now))
     for ledger in ledgers:
         for (hour, product, resource, unit_price), quantity in ledger.tallies.items():
             window = _window_start(hour, granularity)
@@ -177,22 +192,27 @@ def _window(
 async def usage(state: SimulatorState, request: Any) -> Response:
     """GET /v1/billing/usage: a month of finished windows, cursor-paginated; 403 for another org."""
     query = request.query()
+    own = state.organization_of(request.key)
     org = query.get("organization_id")
-    if org and org != state.organization_id:
+    if org and org != own:
         return Response(403, errors.permission_denied(f"The API key has no access to organization {org}"))
+    if request.key in state.scenario.billing_denied_keys:
+        return Response(403, errors.permission_denied("The API key has no permission to read billing usage"))
     month = query.get("month") or datetime.fromtimestamp(state.clock.now(), UTC).strftime("%Y-%m")
     granularity = query.get("granularity") or "day"
     if granularity not in ("day", "hour"):
         return Response(400, errors.invalid_request("granularity must be day or hour", param="granularity"))
     try:
-        found = windows(state, month, granularity)
-        data, next_cursor = pages.page(found, query, scope=f"{month}|{granularity}")
+        found = windows(state, month, granularity, own)
+        data, next_cursor = pages.page(
+            found, query, scope=f"{month}|{granularity}", max_limit=state.scenario.billing_page_size
+        )
     except ValueError as exc:
         return Response(400, errors.invalid_request(str(exc)))
     return json_response(
         {
             "object": "list",
-            "organization_id": state.organization_id,
+            "organization_id": own,
             "billing_period": month,
             "currency": "USD",
             "data": data,

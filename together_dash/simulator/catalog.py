@@ -22,6 +22,8 @@ class CatalogModel:
     output_price: float = 0.0
     base_price: float = 0.0  # per image / per request for image models
     finetune_price: float = 0.0
+    # Per 1M prompt tokens served from the prompt cache; None: no prompt caching, no cached price shown.
+    cached_input_price: float | None = None
     license: str = ""
     link: str = ""
     # Simulator-only facts, never shown in the API output:
@@ -50,6 +52,8 @@ class CatalogModel:
                 "finetune": self.finetune_price,
             },
         }
+        if self.cached_input_price is not None:  # an optional field (TypeScript SDK's ModelObject)
+            data["pricing"]["cached_input"] = self.cached_input_price  # type: ignore[index]
         if self.context_length is None:  # image models come without one
             del data["context_length"]
         return data
@@ -76,7 +80,7 @@ MODELS: tuple[CatalogModel, ...] = (
        1727308800, 131072, 0.06, 0.06, finetune_price=0.48, license="Llama-3.2",
        link=_HF + "meta-llama/Llama-3.2-3B-Instruct", finetunable=True, param_count=3212749824),
     _M("meta-llama/Llama-4-Maverick-17B-128E-Instruct-FP8", "chat", "Llama 4 Maverick Instruct (17Bx128E)",
-       "Meta", 1743897600, 1048576, 0.27, 0.85, license="Llama-4",
+       "Meta", 1743897600, 1048576, 0.27, 0.85, cached_input_price=0.1, license="Llama-4",
        link=_HF + "meta-llama/Llama-4-Maverick-17B-128E-Instruct", param_count=401583781376),
     _M("Qwen/Qwen2.5-72B-Instruct-Turbo", "chat", "Qwen2.5 72B Instruct Turbo", "Qwen",
        1726531200, 131072, 1.2, 1.2, license="qwen",
@@ -91,7 +95,7 @@ MODELS: tuple[CatalogModel, ...] = (
        1732752000, 32768, 1.2, 1.2, license="apache-2.0",
        link=_HF + "Qwen/QwQ-32B-Preview", param_count=32763876352),
     _M("deepseek-ai/DeepSeek-V3", "chat", "DeepSeek V3-0324", "DeepSeek",
-       1735171200, 131072, 1.25, 1.25, license="deepseek",
+       1735171200, 131072, 1.25, 1.25, cached_input_price=0.5, license="deepseek",
        link=_HF + "deepseek-ai/DeepSeek-V3", param_count=684531386000),
     _M("deepseek-ai/DeepSeek-R1", "chat", "DeepSeek R1-0528", "DeepSeek",
        1737331200, 163840, 3.0, 7.0, license="mit",
@@ -136,6 +140,8 @@ SMALL_CHAT_MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo"
 DEFAULT_EMBEDDING_MODEL = "BAAI/bge-large-en-v1.5"
 DEFAULT_IMAGE_MODEL = "black-forest-labs/FLUX.1-schnell"
 NON_SERVERLESS_MODEL = "meta-llama/Llama-2-70b-hf"
+# A model with a cached-input price: repeated leading messages are served from its prompt cache.
+CACHED_PRICE_MODEL = "deepseek-ai/DeepSeek-V3"
 # The model the demo scenario retires mid-run (a real model Together did retire).
 REMOVABLE_MODEL = "Qwen/QwQ-32B-Preview"
 FINETUNE_MODELS: tuple[str, ...] = tuple(model.id for model in MODELS if model.finetunable)

@@ -77,7 +77,9 @@ def charges(
     model = state.model(reply.model)
     if model is None:
         return []
-    return billing.token_charges(model, reply.prompt_tokens, reply.completion_tokens, batch=batch)
+    return billing.token_charges(
+        model, reply.prompt_tokens, reply.completion_tokens, cached_tokens=reply.cached_tokens, batch=batch
+    )
 
 
 def _max_tokens(body: dict[str, Any]) -> int | None | Failure:
@@ -99,9 +101,12 @@ def _check_context(model: CatalogModel, prompt_tokens: int, max_tokens: int | No
 
 
 def plan_chat(
-    state: SimulatorState, body: dict[str, Any], shape: OutputShape = DEFAULT_SHAPE
+    state: SimulatorState,
+    body: dict[str, Any],
+    shape: OutputShape = DEFAULT_SHAPE,
+    organization_id: str | None = None,
 ) -> Reply | Failure:
-    """Validate a chat request and decide its reply; batches use this too."""
+    """Validate a chat request and decide its reply (its organisation's prompt cache); batches use it too."""
     model = resolve_model(state, body, CHAT_TYPES)
     if isinstance(model, tuple):
         return model
@@ -117,8 +122,13 @@ def plan_chat(
         return overflow
     tool = inference.chosen_tool(body)
     if tool is not None:
-        return inference.plan_tool_call(model.id, prompt_tokens, tool, state.clock.now())
-    return inference.plan_reply(model.id, prompt_tokens, max_tokens, shape, state.clock.now())
+        reply = inference.plan_tool_call(model.id, prompt_tokens, tool, state.clock.now())
+    else:
+        reply = inference.plan_reply(model.id, prompt_tokens, max_tokens, shape, state.clock.now())
+    if model.cached_input_price is not None:
+        scope = organization_id or state.organization_id
+        reply.cached_tokens = state.prompt_cache.cached_tokens(scope, model.id, messages, state.clock.now())
+    return reply
 
 
 def _plan_text(state: SimulatorState, body: dict[str, Any], shape: OutputShape) -> Reply | Failure:
@@ -154,13 +164,17 @@ def _limited(budget: ratelimits.KeyBudget, kind: str, now: float) -> Response:
 
 
 def _charge(
-    state: SimulatorState, budget: ratelimits.KeyBudget, tokens: int, bill: list[billing.Charge]
+    state: SimulatorState,
+    request: Request,
+    budget: ratelimits.KeyBudget,
+    tokens: int,
+    bill: list[billing.Charge],
 ) -> tuple[Headers, Response | None]:
     now = state.clock.now()
     kind = budget.charge_tokens(tokens, now)
     if kind is not None:
         return [], _limited(budget, kind, now)
-    state.bill(bill)
+    state.bill(bill, state.organization_of(request.key))
     return budget.headers(now), None
 
 
@@ -177,10 +191,10 @@ async def chat(state: SimulatorState, request: Request) -> Response:
     if refused is not None:
         return refused
     shape = _shape(request, body)
-    plan = plan_chat(state, body, shape)
+    plan = plan_chat(state, body, shape, state.organization_of(request.key))
     if isinstance(plan, tuple):
         return Response(plan[0], plan[1], JSON, budget.headers(state.clock.now()))
-    headers, refused = _charge(state, budget, plan.total_tokens, charges(state, body, plan))
+    headers, refused = _charge(state, request, budget, plan.total_tokens, charges(state, body, plan))
     if refused is not None:
         return refused
     if body.get("stream"):
@@ -200,7 +214,7 @@ async def text(state: SimulatorState, request: Request) -> Response:
     plan = _plan_text(state, body, shape)
     if isinstance(plan, tuple):
         return Response(plan[0], plan[1], JSON, budget.headers(state.clock.now()))
-    headers, refused = _charge(state, budget, plan.total_tokens, charges(state, body, plan))
+    headers, refused = _charge(state, request, budget, plan.total_tokens, charges(state, body, plan))
     if refused is not None:
         return refused
     if body.get("stream"):
@@ -237,7 +251,7 @@ async def embeddings(state: SimulatorState, request: Request) -> Response:
         if overflow is not None:
             return Response(overflow[0], overflow[1], JSON, budget.headers(now))
     payload, tokens = inference.embeddings(model, inputs)
-    headers, refused = _charge(state, budget, tokens, billing.token_charges(model, tokens, 0))
+    headers, refused = _charge(state, request, budget, tokens, billing.token_charges(model, tokens, 0))
     return refused or Response(200, payload, JSON, headers)
 
 
@@ -257,7 +271,7 @@ async def images(state: SimulatorState, request: Request) -> Response:
             JSON,
             budget.headers(state.clock.now()),
         )
-    headers, refused = _charge(state, budget, 0, billing.image_charges(model, n))
+    headers, refused = _charge(state, request, budget, 0, billing.image_charges(model, n))
     if refused is not None:
         return refused
     payload = inference.image_generation(model.id, n, body.get("response_format") or "url", request.host)
@@ -304,7 +318,8 @@ async def rerank(state: SimulatorState, request: Request) -> Response:
             budget.headers(now),
         )
     prompt_tokens = sum(inference.count_tokens(query) + inference.count_tokens(text) for text in texts)
-    headers, refused = _charge(state, budget, prompt_tokens, billing.token_charges(model, prompt_tokens, 0))
+    bill = billing.token_charges(model, prompt_tokens, 0)
+    headers, refused = _charge(state, request, budget, prompt_tokens, bill)
     if refused is not None:
         return refused
     scores = [inference.relevance(query, text) for text in texts]

@@ -119,6 +119,7 @@ class Endpoint:
     deleted_at: float | None = None
     visibility: str = "VISIBILITY_PRIVATE"
     version: int = 1
+    organization_id: str = ""  # whose bill its running minutes go on
 
     def settle(self, now: float) -> None:
         """Write in the self-stop an inactive timeout caused, if it fell before `now`."""
@@ -304,6 +305,7 @@ async def create(state: SimulatorState, request: Request) -> Response:
         max_replicas=replicas[1],  # type: ignore[index]
         inactive_timeout=timeout,  # type: ignore[arg-type]
         cents_per_minute=hardware.cents_per_minute * replicas[0],  # type: ignore[index]
+        organization_id=state.organization_of(request.key),
     )
     if body.get("state", "STARTED") == "STOPPED":
         endpoint.history = [(now, "STOPPED")]

@@ -8,6 +8,11 @@ English a little) and exactly reproducible:
   for the assistant header; image parts cost 100 tokens; `tools` cost the tokens of their JSON;
 * a reply is a fixed sentence of REPLY tokens (one word each); a natural stop also counts the
   end-of-turn token, as real usage does; `max_tokens` below that truncates with finish_reason "length".
+
+Prompt caching, for models with a cached-input price: when a chat request's leading messages (all but
+the last) were the leading messages of a request of the same organisation and model within
+PROMPT_CACHE_TTL_S, their tokens are reported as `cached_tokens` (part of `prompt_tokens`, as Together
+reports them) and billed at the cached price.
 """
 
 from __future__ import annotations
@@ -60,16 +65,62 @@ def _content_tokens(content: Any) -> int:
     return 0
 
 
+def _message_tokens(message: Any) -> int:
+    if not isinstance(message, dict):
+        return 0
+    total = 4 + _content_tokens(message.get("content"))
+    if message.get("tool_calls"):
+        total += count_tokens(json.dumps(message["tool_calls"]))
+    return total
+
+
 def chat_prompt_tokens(messages: list[Any], tools: Any = None) -> int:
-    total = 3
-    for message in messages:
-        if isinstance(message, dict):
-            total += 4 + _content_tokens(message.get("content"))
-            if message.get("tool_calls"):
-                total += count_tokens(json.dumps(message["tool_calls"]))
+    total = 3 + sum(_message_tokens(message) for message in messages)
     if tools:
         total += count_tokens(json.dumps(tools))
     return total
+
+
+PROMPT_CACHE_TTL_S = 300.0
+PROMPT_CACHE_MAX_ENTRIES = 50_000
+
+
+class PromptCache:
+    """Leading messages seen recently per (organisation, model), and when: what a later request reuses."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str, str], float] = {}
+
+    def cached_tokens(self, scope: str, model: str, messages: list[Any], now: float) -> int:
+        """Tokens of the longest leading run of messages (all but the last) seen within the TTL."""
+        prefixes = _prefix_digests(messages)
+        cached = 0
+        for length in range(len(messages) - 1, 0, -1):
+            seen_at = self._seen.get((scope, model, prefixes[length - 1]))
+            if seen_at is not None and now - seen_at <= PROMPT_CACHE_TTL_S:
+                cached = sum(_message_tokens(message) for message in messages[:length])
+                break
+        self._remember(scope, model, prefixes, now)
+        return cached
+
+    def _remember(self, scope: str, model: str, prefixes: list[str], now: float) -> None:
+        if len(self._seen) + len(prefixes) > PROMPT_CACHE_MAX_ENTRIES:
+            self._seen = {k: at for k, at in self._seen.items() if now - at <= PROMPT_CACHE_TTL_S}
+            if len(self._seen) + len(prefixes) > PROMPT_CACHE_MAX_ENTRIES:
+                self._seen.clear()
+        for digest in prefixes:
+            self._seen[(scope, model, digest)] = now
+
+
+def _prefix_digests(messages: list[Any]) -> list[str]:
+    """One digest per leading run of messages: of messages[:1], messages[:2], ..."""
+    running = hashlib.sha256()
+    digests = []
+    for message in messages:
+        running.update(json.dumps(message, sort_keys=True, default=str).encode())
+        running.update(b"\x00")
+        digests.append(running.copy().hexdigest())
+    return digests
 
 
 def text_prompt_tokens(prompt: Any) -> int:
@@ -125,6 +176,7 @@ class Reply:
     big_bytes: int = 0  # large-output mode: content length in bytes
     tool_call: dict[str, Any] | None = None
     seed: int = 0
+    cached_tokens: int = 0  # of prompt_tokens, served from the prompt cache
 
     @property
     def total_tokens(self) -> int:
@@ -140,7 +192,7 @@ class Reply:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
-            "cached_tokens": 0,
+            "cached_tokens": self.cached_tokens,
         }
 
 

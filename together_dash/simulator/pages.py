@@ -50,10 +50,13 @@ def offset_of(query: dict[str, str], scope: str = "") -> int:
     return int(offset)
 
 
-def page(items: list[Any], query: dict[str, str], scope: str = "") -> tuple[list[Any], str | None]:
-    """One page of `items` and the cursor of the next (None on the last page)."""
+def page(
+    items: list[Any], query: dict[str, str], scope: str = "", max_limit: int | None = None
+) -> tuple[list[Any], str | None]:
+    """One page of `items` and the next page's cursor (None on the last), at most `max_limit` long."""
     start = offset_of(query, scope)
-    end = start + limit_of(query)
+    limit = limit_of(query)
+    end = start + (min(limit, max_limit) if max_limit else limit)
     return items[start:end], encode_cursor(f"{scope}|{end}") if end < len(items) else None
 
 

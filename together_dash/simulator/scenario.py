@@ -4,8 +4,11 @@ A scenario is plain JSON, loaded from a file (`--scenario FILE`) or posted to `/
 `/_sim/reset`. Unknown keys are an error, so a typo never silently does nothing. Example:
 
     {
-      "keys": ["k1", "k2"],
+      "keys": ["k1", "k2", "k3"],
       "org_keys": ["k2"],
+      "key_organizations": {"k3": "org_other"},
+      "billing_denied_keys": ["k2"],
+      "billing_page_size": 2,
       "latency_ms": 100,
       "credits_after_calls": 50,
       "remove_models": {"Qwen/QwQ-32B-Preview": 30},
@@ -18,7 +21,10 @@ A scenario is plain JSON, loaded from a file (`--scenario FILE`) or posted to `/
       "timeout_s": 120
     }
 
-Times in `remove_models` / `revoke_keys` are seconds after the scenario is applied.
+Times in `remove_models` / `revoke_keys` are seconds after the scenario is applied. A key named in
+`key_organizations` belongs to that organisation (its whoami, its bill); every other key to the default
+one. `billing_denied_keys` get 403 from the billing report (a key without billing permission), and
+`billing_page_size` caps the report's windows per page, whatever `limit` asks for.
 """
 
 from __future__ import annotations
@@ -53,6 +59,9 @@ FINETUNE_FAILURE_STATUSES = ("error", "user_error")
 class Scenario:
     keys: tuple[str, ...] | None = None  # accepted API keys; None accepts any non-empty key
     org_keys: tuple[str, ...] = ()  # keys that are organisation keys (no project) in /v3/whoami
+    key_organizations: dict[str, str] = field(default_factory=dict)  # key -> organisation id
+    billing_denied_keys: tuple[str, ...] = ()  # keys the billing report refuses (403)
+    billing_page_size: int | None = None  # at most this many windows per billing report page
     latency_ms: float = 0.0  # added to every /v1 response
     timeout_s: float = 120.0  # how long `X-Simulate: timeout` hangs before giving up with a 504
     job_speed: float = 1.0  # fine-tunes and batches progress this many times faster than the default pace
@@ -73,8 +82,13 @@ class Scenario:
         changes = dict(data)
         if changes.get("keys") is not None:
             changes["keys"] = tuple(str(key) for key in changes["keys"])
-        if "org_keys" in changes:
-            changes["org_keys"] = tuple(str(key) for key in changes["org_keys"] or ())
+        for name in ("org_keys", "billing_denied_keys"):
+            if name in changes:
+                changes[name] = tuple(str(key) for key in changes[name] or ())
+        if "key_organizations" in changes:
+            changes["key_organizations"] = {
+                str(key): str(org) for key, org in (changes["key_organizations"] or {}).items()
+            }
         if "rate_limit" in changes:
             changes["rate_limit"] = RateLimit.from_dict(changes["rate_limit"] or {})
         if "key_rate_limits" in changes:
@@ -95,6 +109,10 @@ class Scenario:
             raise ValueError("latency_ms and timeout_s must not be negative")
         if self.credits_after_calls is not None and self.credits_after_calls < 0:
             raise ValueError("credits_after_calls must not be negative")
+        if self.billing_page_size is not None and self.billing_page_size < 1:
+            raise ValueError("billing_page_size must be at least 1")
+        if any(not org for org in self.key_organizations.values()):
+            raise ValueError("key_organizations values must be organisation ids")
         failure = self.finetune_failure
         if failure is not None:
             if failure.get("status", "error") not in FINETUNE_FAILURE_STATUSES:
@@ -109,6 +127,9 @@ class Scenario:
         return {
             "keys": list(self.keys) if self.keys is not None else None,
             "org_keys": list(self.org_keys),
+            "key_organizations": dict(self.key_organizations),
+            "billing_denied_keys": list(self.billing_denied_keys),
+            "billing_page_size": self.billing_page_size,
             "latency_ms": self.latency_ms,
             "timeout_s": self.timeout_s,
             "job_speed": self.job_speed,

@@ -13,6 +13,7 @@ from together_dash.simulator.clock import SimClock
 from together_dash.simulator.endpoints import EndpointStore
 from together_dash.simulator.files import FileStore
 from together_dash.simulator.finetunes import FineTuneStore
+from together_dash.simulator.inference import PromptCache
 from together_dash.simulator.ratelimits import KeyBudget, RateLimiter
 from together_dash.simulator.scenario import Scenario
 from together_dash.simulator.wire import dumps
@@ -24,6 +25,18 @@ ORGANIZATION = {
     "project_name": "Default Project",
     "project_slug": "simulated-org",
 }
+
+
+def other_organization(organization_id: str) -> dict[str, str]:
+    """The whoami facts of an organisation a scenario names (`key_organizations`): derived from its id."""
+    digest = hashlib.sha256(organization_id.encode()).hexdigest()
+    return {
+        "organization_id": organization_id,
+        "organization_name": f"Simulated Org {organization_id}",
+        "project_id": f"proj_{digest[:22]}",
+        "project_name": "Default Project",
+        "project_slug": f"simulated-{digest[:8]}",
+    }
 
 
 class SimulatorState:
@@ -46,7 +59,9 @@ class SimulatorState:
         self.finetunes = FineTuneStore()
         self.batches = BatchStore()
         self.endpoints = EndpointStore()
-        self.ledger = UsageLedger()
+        # The bill of each organisation, by its id; calls bill the organisation of their key.
+        self.ledgers: dict[str, UsageLedger] = {}
+        self.prompt_cache = PromptCache()
         self.revoked: set[str] = set()
         self.limiter.clear()
         self.billed_calls = 0
@@ -82,22 +97,30 @@ class SimulatorState:
                 return False
         return True
 
+    def organization_of(self, key: str) -> str:
+        """The id of the organisation a key belongs to (scenario `key_organizations`, else the default)."""
+        return self.scenario.key_organizations.get(key, self.organization_id)
+
+    def _organization(self, key: str) -> dict[str, str]:
+        organization_id = self.organization_of(key)
+        if organization_id == self.organization_id:
+            return ORGANIZATION
+        return other_organization(organization_id)
+
     def whoami(self, key: str) -> dict[str, Any]:
         digest = hashlib.sha256(key.encode()).hexdigest()
-        return {"api_key_id": f"key_{digest[:24]}", **ORGANIZATION, "user_id": f"user_{digest[24:48]}"}
+        org = self._organization(key)
+        return {"api_key_id": f"key_{digest[:24]}", **org, "user_id": f"user_{digest[24:48]}"}
 
     def whoami_v3(self, key: str) -> dict[str, Any]:
         """together 3.x's tagged whoami: a project key, or an org key (scenario `org_keys`)."""
         digest = hashlib.sha256(key.encode()).hexdigest()
+        org = self._organization(key)
         answer: dict[str, Any] = {
             "type": "project_api_key",
             "api_key": {"id": f"key_{digest[:24]}"},
-            "organization": {"id": self.organization_id, "name": ORGANIZATION["organization_name"]},
-            "project": {
-                "id": self.project_id,
-                "name": ORGANIZATION["project_name"],
-                "slug": self.project_slug,
-            },
+            "organization": {"id": org["organization_id"], "name": org["organization_name"]},
+            "project": {"id": org["project_id"], "name": org["project_name"], "slug": org["project_slug"]},
         }
         if key in self.scenario.org_keys:
             answer["type"] = "org_api_key"
@@ -137,9 +160,13 @@ class SimulatorState:
     def has_credit(self) -> bool:
         return self.credits_remaining is None or self.credits_remaining > 0
 
-    def bill(self, charges: Iterable[Charge] = ()) -> None:
-        """Count a billed call and put its charges on the simulated bill, in the current hour."""
-        self.ledger.record(self.clock.now(), charges)
+    def ledger(self, organization_id: str) -> UsageLedger:
+        """The bill of one organisation (empty until one of its keys is billed)."""
+        return self.ledgers.setdefault(organization_id, UsageLedger())
+
+    def bill(self, charges: Iterable[Charge] = (), organization_id: str | None = None) -> None:
+        """Count a billed call and put its charges on its organisation's bill, in the current hour."""
+        self.ledger(organization_id or self.organization_id).record(self.clock.now(), charges)
         self.billed_calls += 1
         if self.credits_remaining is not None:
             self.credits_remaining = max(0, self.credits_remaining - 1)

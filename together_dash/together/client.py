@@ -19,6 +19,7 @@ from together_dash.together.errors import ClassifiedError, classify_bad_response
 from together_dash.together.ratelimits import RateLimitInfo, parse_ratelimit_headers
 from together_dash.together.types import (
     BatchJob,
+    BillingUsageReport,
     FileObject,
     FineTuneEvent,
     FineTuneJob,
@@ -155,6 +156,15 @@ def _bytes(data: bytes) -> bytes:
 def _models_call(dedicated: bool) -> _Call[list[Model]]:
     params = {"dedicated": "true"} if dedicated else None
     return _Call("GET", "/models", _list_of(Model.from_json), params=params)
+
+
+def _billing_usage_call(
+    month: str, granularity: str, after: str | None, limit: int | None, organization_id: str | None
+) -> _Call[BillingUsageReport]:
+    optional = {"after": after, "limit": str(limit) if limit else None, "organization_id": organization_id}
+    params = {"month": month, "granularity": granularity}
+    params.update({name: value for name, value in optional.items() if value})
+    return _Call("GET", "/billing/usage", BillingUsageReport.from_json, params=params)
 
 
 def _create_fine_tune_call(params: Mapping[str, Any]) -> _Call[FineTuneJob]:
@@ -359,6 +369,17 @@ class TogetherClient(_BaseClient):
         """GET /whoami: organisation and project of the key."""
         return self._run(_Call("GET", "/whoami", WhoAmI.from_json))
 
+    def billing_usage(
+        self,
+        month: str,
+        granularity: str = "hour",
+        after: str | None = None,
+        limit: int | None = None,
+        organization_id: str | None = None,
+    ) -> ApiResult[BillingUsageReport]:
+        """GET /billing/usage: one page of the finished billing windows of a month (YYYY-MM)."""
+        return self._run(_billing_usage_call(month, granularity, after, limit, organization_id))
+
     def list_fine_tunes(self) -> ApiResult[list[FineTuneJob]]:
         """GET /fine-tunes (truncated job objects)."""
         return self._run(_Call("GET", "/fine-tunes", _list_of(FineTuneJob.from_json)))
@@ -499,6 +520,17 @@ class AsyncTogetherClient(_BaseClient):
     async def whoami(self) -> ApiResult[WhoAmI]:
         """GET /whoami: organisation and project of the key."""
         return await self._run(_Call("GET", "/whoami", WhoAmI.from_json))
+
+    async def billing_usage(
+        self,
+        month: str,
+        granularity: str = "hour",
+        after: str | None = None,
+        limit: int | None = None,
+        organization_id: str | None = None,
+    ) -> ApiResult[BillingUsageReport]:
+        """GET /billing/usage: one page of the finished billing windows of a month (YYYY-MM)."""
+        return await self._run(_billing_usage_call(month, granularity, after, limit, organization_id))
 
     async def list_fine_tunes(self) -> ApiResult[list[FineTuneJob]]:
         """GET /fine-tunes (truncated job objects)."""

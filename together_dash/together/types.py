@@ -5,6 +5,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any, Self
 
 
@@ -391,3 +392,109 @@ class WhoAmI:
         data = _mapping(data)
         names = [name for name in cls.__dataclass_fields__ if name != "raw"]
         return cls(**{name: _str(data.get(name)) for name in names}, raw=data)
+
+
+# ---- billing usage (GET /v1/billing/usage; together 3.x organization.usage.costs) --------------------
+
+def _decimal(value: Any) -> Decimal:
+    """A decimal string (the report's form) or a JSON integer, exactly; anything else is malformed."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise TypeError(f"expected a decimal string, got {type(value).__name__}")
+    try:
+        number = Decimal(value)
+    except InvalidOperation as exc:
+        raise ValueError(f"not a decimal: {value!r}") from exc
+    if not number.is_finite():
+        raise ValueError(f"not a finite decimal: {value!r}")
+    return number
+
+
+def _strings(value: Any) -> dict[str, str]:
+    """A {str: str} object (pricing dimensions, attributes); values the API sent as numbers become text."""
+    if value is None:
+        return {}
+    return {str(key): str(item) for key, item in _mapping(value).items()}
+
+
+def _required_datetime(value: Any) -> datetime:
+    parsed = _datetime(value)
+    if parsed is None:
+        raise ValueError(f"expected an ISO-8601 time, got {value!r}")
+    return parsed
+
+
+@dataclass(frozen=True, slots=True)
+class BillingLineItem:
+    """One line of a billing window: `quantity` of `product_name` at `unit_price`, costing `cost` (USD)."""
+
+    product_name: str
+    quantity: Decimal
+    unit_price: Decimal
+    cost: Decimal
+    pricing_dimensions: Mapping[str, str] = field(default_factory=dict)
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    applied_credit: str | None = None  # PREPAID, POSTPAID or CREDIT; None for uncovered usage
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Self:
+        data = _mapping(data)
+        credit = data.get("applied_credit")
+        return cls(
+            product_name=_str(data.get("product_name")) or "",
+            quantity=_decimal(data.get("quantity")),
+            unit_price=_decimal(data.get("unit_price")),
+            cost=_decimal(data.get("cost")),
+            pricing_dimensions=_strings(data.get("pricing_dimensions")),
+            attributes=_strings(data.get("attributes")),
+            applied_credit=_str(credit.get("type")) if isinstance(credit, Mapping) else None,
+            raw=data,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BillingWindow:
+    """One finished time window of the report (an hour or a UTC day) and its line items."""
+
+    date: str
+    start_time: datetime
+    end_time: datetime
+    line_items: tuple[BillingLineItem, ...] = ()
+
+    @classmethod
+    def from_json(cls, data: Any) -> Self:
+        data = _mapping(data)
+        return cls(
+            date=_str(data.get("date")) or "",
+            start_time=_required_datetime(data.get("start_time")),
+            end_time=_required_datetime(data.get("end_time")),
+            line_items=tuple(BillingLineItem.from_json(item) for item in _objects(data.get("line_items"))),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BillingUsageReport:
+    """One page of an organisation's billing usage for a month; next_cursor names the next page."""
+
+    organization_id: str
+    billing_period: str
+    currency: str
+    data: tuple[BillingWindow, ...] = ()
+    earliest_window_start: datetime | None = None
+    latest_window_end: datetime | None = None
+    next_cursor: str | None = None
+
+    @classmethod
+    def from_json(cls, data: Any) -> Self:
+        data = _mapping(data)
+        if not isinstance(data.get("data"), list):
+            raise TypeError("expected a data array of windows")
+        return cls(
+            organization_id=_str(data.get("organization_id")) or "",
+            billing_period=_str(data.get("billing_period")) or "",
+            currency=_str(data.get("currency")) or "",
+            data=tuple(BillingWindow.from_json(window) for window in _objects(data["data"])),
+            earliest_window_start=_datetime(data.get("earliest_window_start")),
+            latest_window_end=_datetime(data.get("latest_window_end")),
+            next_cursor=_str(data.get("next_cursor")) or None,
+        )

@@ -441,7 +441,10 @@ class UsageCountsOut(Schema):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
-    cost_usd: Decimal
+    cost_usd: Decimal = Field(description="Requests with a known cost only: see unpriced_requests.")
+    unpriced_requests: int = Field(
+        description="Requests with token counts but no cost: their model has no price in the catalog."
+    )
     latency_avg_ms: float | None
     latency_p50_ms: float | None = Field(description="A histogram bucket bound; null above 10 s or unknown.")
     latency_p95_ms: float | None
@@ -491,6 +494,7 @@ def _counts(counts: rollups.UsageCounts) -> dict[str, Any]:
         "completion_tokens": counts.completion_tokens,
         "total_tokens": counts.total_tokens,
         "cost_usd": counts.cost_usd,
+        "unpriced_requests": counts.unpriced_requests,
         "latency_avg_ms": counts.latency_avg_ms,
         "latency_p50_ms": counts.latency_percentile_ms(0.5),
         "latency_p95_ms": counts.latency_percentile_ms(0.95),

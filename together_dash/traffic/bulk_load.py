@@ -25,6 +25,8 @@ from together_dash.traffic.models import (
 
 # The rollup model of a log row: the model requested, else the one served (recording.group_identity).
 _MODEL_SQL = "COALESCE(NULLIF(model_requested, ''), model_served)"
+# The model a row is priced by: the one served, else the one requested (recording._cost).
+_PRICED_BY_SQL = "COALESCE(NULLIF(model_served, ''), model_requested)"
 
 
 def _qn(name: str) -> str:
@@ -102,6 +104,11 @@ def _counter_sql() -> list[str]:
         by_column[column] = f"COUNT(*) FILTER (WHERE category = '{category}')"
     for column in ("prompt_tokens", "completion_tokens", "total_tokens", "cost_usd"):
         by_column[column] = f"COALESCE(SUM({column}), 0)"
+    # models.is_unpriced in SQL: token counts known, cost not, and a model to price by.
+    by_column["unpriced_requests"] = (
+        "COUNT(*) FILTER (WHERE cost_usd IS NULL AND prompt_tokens IS NOT NULL"
+        f" AND completion_tokens IS NOT NULL AND {_PRICED_BY_SQL} <> '')"
+    )
     by_column["latency_sum_ms"] = f"COALESCE(SUM(latency_ms) FILTER (WHERE {known}), 0)"
     by_column["latency_count"] = f"COUNT(*) FILTER (WHERE {known})"
     lower = None

@@ -136,6 +136,12 @@ class RequestLog(models.Model):
     def is_error(self) -> bool:
         return bool(self.category)
 
+    @property
+    def is_unpriced(self) -> bool:
+        """Token counts known, cost not: the model had no price in the catalog (never shown as $0)."""
+        model = self.model_served or self.model_requested
+        return is_unpriced(self.cost_usd, self.prompt_tokens, self.completion_tokens, model)
+
 
 class RequestBodySample(models.Model):
     """The opt-in copy of one request's bodies (PROXY_BODY_SAMPLE_RATE): redacted and size-capped.
@@ -227,6 +233,11 @@ class ErrorGroup(models.Model):
         return hashlib.sha1(raw.encode(), usedforsecurity=False).hexdigest()
 
 
+def is_unpriced(cost: object, prompt_tokens: int | None, completion_tokens: int | None, model: str) -> bool:
+    """Both token counts known, the cost not: the model (served, else requested) has no catalog price."""
+    return cost is None and bool(model) and prompt_tokens is not None and completion_tokens is not None
+
+
 # Latency histogram: each request with a known latency lands in exactly one bucket (not cumulative).
 # latency_le_<N> counts latencies in (previous bound, N] milliseconds; latency_gt_10000 the rest.
 LATENCY_BOUNDS_MS: tuple[int, ...] = (100, 250, 500, 1000, 2500, 5000, 10000)
@@ -240,6 +251,7 @@ COUNTER_COLUMNS: tuple[str, ...] = (
     "completion_tokens",
     "total_tokens",
     "cost_usd",
+    "unpriced_requests",
     "latency_sum_ms",
     "latency_count",
     *LATENCY_COLUMNS,
@@ -267,6 +279,9 @@ class UsageRollup(models.Model):
     completion_tokens = models.BigIntegerField(default=0)
     total_tokens = models.BigIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=20, decimal_places=8, default=0)
+    # Requests with token counts but no cost: their model had no price (is_unpriced). cost_usd leaves
+    # them out; the backfill adds their cost and takes them off this count once a price arrives.
+    unpriced_requests = models.BigIntegerField(default=0)
     latency_sum_ms = models.FloatField(default=0)
     latency_count = models.BigIntegerField(default=0)
     latency_le_100 = models.BigIntegerField(default=0)
@@ -293,6 +308,9 @@ class UsageRollup(models.Model):
         indexes = [
             models.Index(fields=["upstream_key", "bucket"], name="%(class)s_key_bucket_idx"),
             models.Index(fields=["model", "bucket"], name="%(class)s_model_bucket_idx"),
+            models.Index(
+                fields=["bucket"], name="%(class)s_unpriced_idx", condition=models.Q(unpriced_requests__gt=0)
+            ),
         ]
 
     def __str__(self) -> str:

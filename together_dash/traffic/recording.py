@@ -25,7 +25,7 @@ from decimal import Decimal
 from django.db import IntegrityError, connection, transaction
 from django.db.backends.utils import CursorWrapper
 
-from together_dash.catalog.pricing import cost_usd as catalog_cost
+from together_dash.catalog.pricing import PriceTable, prices
 from together_dash.together.redact import REDACTED, redact
 from together_dash.traffic.entries import LogEntry
 from together_dash.traffic.models import (
@@ -38,6 +38,7 @@ from together_dash.traffic.models import (
     UsageDay,
     UsageHour,
     UsageMinute,
+    is_unpriced,
 )
 from together_dash.traffic.signals import batch_recorded
 
@@ -67,6 +68,7 @@ _TOKENS = (_AT["prompt_tokens"], _AT["completion_tokens"], _AT["total_tokens"])
 _ERROR_OFFSET = {category: 1 + i for i, category in enumerate(ERROR_COLUMNS)}
 _TOKENS_AT = COUNTER_COLUMNS.index("prompt_tokens")
 _COST_AT = COUNTER_COLUMNS.index("cost_usd")
+_UNPRICED_AT = COUNTER_COLUMNS.index("unpriced_requests")
 _LATENCY_AT = COUNTER_COLUMNS.index("latency_sum_ms")
 _HISTOGRAM_AT = COUNTER_COLUMNS.index("latency_count") + 1
 
@@ -103,7 +105,8 @@ class _Item:
 
 def record_entries(entries: Sequence[LogEntry]) -> RecordResult:
     """Store a batch of entries with their error groups and rollups, all or nothing."""
-    items = [_prepare(index, entry) for index, entry in enumerate(entries)]
+    table = prices()  # read once per batch: the catalog as it is now, whichever process polled it
+    items = [_prepare(index, entry, table) for index, entry in enumerate(entries)]
     for attempt in range(1, RESEND_RACE_ATTEMPTS + 1):
         try:
             return _record(items)
@@ -142,7 +145,7 @@ def _announce(result: RecordResult) -> None:
 
 # ---- preparing rows ----------------------------------------------------------------------------------
 
-def _prepare(index: int, entry: LogEntry) -> _Item:
+def _prepare(index: int, entry: LogEntry, table: PriceTable) -> _Item:
     """Clean one entry into a row; one bad value must not make the whole batch fail forever."""
     created_at = _utc(entry.created_at)
     model = _stored(entry.model_requested, 200)
@@ -151,12 +154,13 @@ def _prepare(index: int, entry: LogEntry) -> _Item:
     category = _text(entry.category, 16)
     kind = _text(entry.kind, 40)
     prompt, completion = _int4(entry.prompt_tokens), _int4(entry.completion_tokens)
+    cached = _int4(entry.cached_tokens)
     row = [
         created_at, _text(entry.source, 8) or "proxy", entry.app_key_id, entry.upstream_key_id,
         _client_id(entry.client_id) if entry.client_id is not None else None,
         _text(entry.key_fingerprint, 16), _text(entry.method, 8), endpoint, model, served, bool(entry.stream),
         _int(entry.status_code, _INT2), entry.latency_ms, entry.ttft_ms, prompt, completion,
-        _int4(entry.total_tokens), _int4(entry.cached_tokens), _cost(served or model, prompt, completion),
+        _int4(entry.total_tokens), cached, log_cost(table, served or model, prompt, completion, cached),
         _stored(entry.request_id, 100), _int4(entry.ratelimit_limit), _int4(entry.ratelimit_remaining),
         entry.ratelimit_reset, _int4(entry.tokenlimit_limit), _int4(entry.tokenlimit_remaining),
         category, kind, _stored(entry.error_message, 1000), None,
@@ -222,10 +226,13 @@ def _int4(value: int | float | None) -> int | None:
     return _int(value, _INT4)
 
 
-def _cost(model: str, prompt: int | None, completion: int | None) -> Decimal | None:
+def log_cost(
+    table: PriceTable, model: str, prompt: int | None, completion: int | None, cached: int | None
+) -> Decimal | None:
+    """The cost a log row stores: the catalog's, within what the column holds (else unknown)."""
     if not model:
         return None
-    cost = catalog_cost(model, prompt, completion)
+    cost = table.cost(model, prompt, completion, cached)
     if cost is None or not cost.is_finite() or abs(cost) >= _MAX_COST:
         return None
     return cost.quantize(_COST_PLACES)
@@ -476,6 +483,8 @@ def _count_into(counters: list, row: list) -> None:
         counters[_TOKENS_AT + 2] += total
     if row[_COST] is not None:
         counters[_COST_AT] += row[_COST]
+    elif is_unpriced(None, prompt, completion, row[_SERVED] or row[_REQUESTED]):
+        counters[_UNPRICED_AT] += 1
     latency = row[_LATENCY]
     if latency is not None and 0 <= latency < math.inf:
         counters[_LATENCY_AT] += latency

@@ -261,6 +261,7 @@ class UsageCounts:
     completion_tokens: int = 0
     total_tokens: int = 0
     cost_usd: Decimal = Decimal(0)
+    unpriced_requests: int = 0
     latency_sum_ms: float = 0.0
     latency_count: int = 0
     latency_histogram: dict[str, int] = field(default_factory=dict)
@@ -285,6 +286,7 @@ class UsageCounts:
             completion_tokens=self.completion_tokens + other.completion_tokens,
             total_tokens=self.total_tokens + other.total_tokens,
             cost_usd=self.cost_usd + other.cost_usd,
+            unpriced_requests=self.unpriced_requests + other.unpriced_requests,
             latency_sum_ms=self.latency_sum_ms + other.latency_sum_ms,
             latency_count=self.latency_count + other.latency_count,
             latency_histogram=_added(self.latency_histogram, other.latency_histogram),
@@ -405,6 +407,14 @@ def billing_errors_since(key_id: int | None, since: datetime) -> int:
     return int(rows.aggregate(n=Sum(ERROR_COLUMNS["billing"]))["n"] or 0)
 
 
+def unpriced_models_since(since: datetime) -> dict[str, int]:
+    """Requests with no known cost (their model has no price) per model, from the minute of `since` on."""
+    minute = since.replace(second=0, microsecond=0)
+    rows = UsageMinute.objects.filter(bucket__gte=minute, unpriced_requests__gt=0)
+    found = rows.values("model").annotate(n=Sum("unpriced_requests")).order_by("model")
+    return {row["model"]: int(row["n"]) for row in found if row["n"] > 0}
+
+
 def _unprefixed(row: dict[str, Any]) -> dict[str, Any]:
     return {name.removeprefix("sum_"): value or 0 for name, value in row.items()}
 
@@ -417,6 +427,7 @@ def _counts(sums: dict[str, Any]) -> UsageCounts:
         completion_tokens=sums["completion_tokens"],
         total_tokens=sums["total_tokens"],
         cost_usd=Decimal(sums["cost_usd"]),
+        unpriced_requests=sums["unpriced_requests"],
         latency_sum_ms=float(sums["latency_sum_ms"]),
         latency_count=sums["latency_count"],
         latency_histogram={column: sums[column] for column in LATENCY_COLUMNS},

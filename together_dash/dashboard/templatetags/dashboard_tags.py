@@ -55,6 +55,24 @@ def price(value: Decimal | None) -> str:
     return format(value.normalize(), "f")
 
 
+UNPRICED_TITLE = "The catalog has no price for this model: the cost is unknown, and left out of every total."
+
+
+@register.simple_tag
+def unpriced_badge(count: int | None = None) -> str:
+    """The visible unpriced state of a cost: a badge, with how many requests it leaves out if given."""
+    label = "unpriced" if count is None else f"{count:,} unpriced"
+    return format_html('<span class="badge warn unpriced" title="{}">{}</span>', UNPRICED_TITLE, label)
+
+
+@register.simple_tag
+def request_cost(log: Any, places: int = 5) -> str:
+    """A request's cost in USD; the unpriced badge when its model has no price; a dash when unknowable."""
+    if log.cost_usd is not None:
+        return f"${log.cost_usd:.{places}f}"
+    return unpriced_badge() if log.is_unpriced else "–"
+
+
 @register.filter
 def get_item(mapping: dict[str, Any] | None, name: str) -> Any:
     return (mapping or {}).get(name)

@@ -57,6 +57,8 @@ class FigureCard:
     previous: str
     change: str
     tone: str  # good, bad or neutral: what the change means for on-call
+    # The unpriced state of a cost: how many requests it leaves out because their model has no price.
+    unpriced: int = 0
 
 
 def figure_cards(comparison: queries.Comparison) -> list[FigureCard]:
@@ -86,6 +88,7 @@ def figure_cards(comparison: queries.Comparison) -> list[FigureCard]:
             money(before.cost_usd),
             relative_change(now.cost_usd, before.cost_usd),
             "neutral",
+            unpriced=now.unpriced_requests,
         ),
     ]
 

@@ -1,0 +1,135 @@
+"""What Together billed: organisations found through their keys' whoami, and the billing usage report's
+finished windows and line items, stored as Together sent them (GET /v1/billing/usage).
+
+A window is stored whole or not at all: a refetch that says the same changes nothing, one that says
+something else (Together revised a finished window, e.g. late metering) replaces the window's items in
+one transaction. A line item is identified within its window by its product, pricing dimensions,
+attributes and unit price, hashed (`identity`), so the same line can never be stored twice.
+"""
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from together_dash.keys.models import TogetherKey
+
+# Amounts are decimal strings in USD; 18 places hold per-token prices (0.00000088) with room to spare.
+# SQLite keeps 15 significant digits of them, PostgreSQL all; `raw` keeps the strings as sent.
+AMOUNT_DIGITS = 38
+AMOUNT_PLACES = 18
+
+
+def amount_field() -> models.DecimalField:
+    return models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES)
+
+
+class Organization(models.Model):
+    """A Together organisation: its billing usage is reported per organisation, whichever key asks."""
+
+    organization_id = models.CharField(max_length=100, unique=True)
+    name = models.CharField(max_length=200, blank=True)
+    first_seen = models.DateTimeField(default=timezone.now)
+    last_seen = models.DateTimeField(default=timezone.now)
+    # When a complete report of its current and previous month was last stored.
+    last_polled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name", "organization_id"]
+
+    def __str__(self) -> str:
+        return self.name or self.organization_id
+
+
+class OrganizationKey(models.Model):
+    """Which organisation an upstream key belongs to, as its latest whoami said."""
+
+    key = models.OneToOneField(TogetherKey, models.CASCADE, related_name="billing_organization")
+    organization = models.ForeignKey(Organization, models.CASCADE, related_name="keys")
+    seen_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.key_id} -> {self.organization_id}"
+
+
+class BillingMonth(models.Model):
+    """The latest complete fetch of one organisation's month: how many windows, what they cost."""
+
+    organization = models.ForeignKey(Organization, models.CASCADE, related_name="months")
+    month = models.CharField(max_length=7)  # YYYY-MM, UTC
+    granularity = models.CharField(max_length=4)  # hour | day
+    fetched_at = models.DateTimeField(default=timezone.now)
+    windows = models.PositiveIntegerField(default=0)
+    cost = amount_field()
+    currency = models.CharField(max_length=3, default="USD")
+    earliest_window_start = models.DateTimeField(null=True, blank=True)
+    latest_window_end = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-month", "organization"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "month", "granularity"], name="billingmonth_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id} {self.month} ({self.granularity})"
+
+
+class BillingWindow(models.Model):
+    """One finished window (an hour or a UTC day) of an organisation's report, as last fetched."""
+
+    organization = models.ForeignKey(Organization, models.CASCADE, related_name="windows")
+    granularity = models.CharField(max_length=4)
+    start_time = models.DateTimeField()
+    end_time = models.DateTimeField()
+    date = models.CharField(max_length=10)
+    # sha256 of the window's items as sent: a refetch with the same digest changes nothing.
+    digest = models.CharField(max_length=64)
+    cost = amount_field()
+    fetched_at = models.DateTimeField(default=timezone.now)
+    revisions = models.PositiveIntegerField(default=0)
+    revised_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["organization", "start_time"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "granularity", "start_time"], name="billingwindow_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id} {self.start_time:%Y-%m-%d %H:%M} ({self.granularity})"
+
+
+class BillingLineItem(models.Model):
+    """One line of a window: quantity x unit price = cost, in USD, exactly as Together reported it."""
+
+    window = models.ForeignKey(BillingWindow, models.CASCADE, related_name="line_items")
+    # Repeated from the window, so a reconciliation can read items by time without a join.
+    organization = models.ForeignKey(Organization, models.CASCADE, related_name="+")
+    start_time = models.DateTimeField()
+    end_time = models.DateTimeField()
+    product_name = models.CharField(max_length=200)
+    quantity = amount_field()
+    unit_price = amount_field()
+    cost = amount_field()
+    pricing_dimensions = models.JSONField(default=dict, blank=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    applied_credit = models.CharField(max_length=16, blank=True)  # PREPAID, POSTPAID, CREDIT or ""
+    # sha256 of window start and end, product, pricing dimensions, attributes and unit price.
+    identity = models.CharField(max_length=64)
+    raw = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["start_time", "product_name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "identity"], name="billinglineitem_unique"),
+        ]
+        indexes = [
+            models.Index(fields=["organization", "start_time"], name="billingitem_org_time_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.start_time:%Y-%m-%d %H:%M} {self.product_name}: {self.cost}"
