@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import connections
 from psycopg import sql
 
-from tests.faults.conftest import require_ci_service
+from tests.services import require_ci_service
 
 CONFIG_DIR = Path("/etc/postgresql")
 READY_TIMEOUT = 60.0

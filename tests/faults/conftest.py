@@ -8,7 +8,6 @@ each other.
 from __future__ import annotations
 
 import fcntl
-import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,13 +33,6 @@ def _one_fault_run_at_a_time() -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def require_ci_service(reason: str) -> None:
-    """A missing service fails the suite under CI=true and skips it elsewhere, with the reason."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true and {reason}")
-    pytest.skip(reason)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from django.core.cache import cache
 
 from tests.faults._pg import Postgres
 from tests.faults._proxy import Traffic, chat, metric, proxy_servers, request_logs, wait_for_logs
-from tests.faults.conftest import require_ci_service
+from tests.services import require_ci_service
 from together_dash.proxy.metrics import DROPPED_CACHE_KEY
 
 DROPPED_METRIC = "together_dash_proxy_logs_dropped_total"

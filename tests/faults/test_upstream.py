@@ -21,7 +21,7 @@ import pytest
 from bench.common import RawClient, Simulator, rss_bytes
 from tests.faults._pg import Postgres
 from tests.faults._proxy import CHAT, MB, RssSampler, chat, proxy_servers, wait_for_logs
-from tests.faults.conftest import require_ci_service
+from tests.services import require_ci_service
 
 FORWARDED = "forwarded: the simulator's own body, unchanged"
 CUT = "cut: the connection ends before the stream does"

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from bench.common import free_port
+from tests.services import require_ci_service
 
 PROMETHEUS = "/usr/bin/prometheus"
 PROMTOOL = "/usr/bin/promtool"
@@ -21,12 +21,8 @@ PROMTOOL = "/usr/bin/promtool"
 
 def require(binary: str) -> None:
     """A missing binary fails the test under CI=true (CI installs it) and skips it elsewhere."""
-    if os.path.exists(binary):
-        return
-    reason = f"{binary} is missing: `make test` installs Debian's prometheus package"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true and {reason}")
-    pytest.skip(reason)
+    if not os.path.exists(binary):
+        require_ci_service(f"{binary} is missing: `make test` installs Debian's prometheus package")
 
 
 class Prometheus:
