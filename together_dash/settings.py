@@ -252,9 +252,11 @@ POLLER_MAX_RETRY_WAIT = env.float("POLLER_MAX_RETRY_WAIT", default=2.0)
 FINETUNE_STUCK_AFTER = env.int("FINETUNE_STUCK_AFTER", default=3600)  # seconds pending or queued
 RATE_LIMIT_SNAPSHOT_RETENTION_DAYS = env.int("RATE_LIMIT_SNAPSHOT_RETENTION_DAYS", default=14)
 
-# Celery. The default broker is kombu's filesystem transport: no server needed.
+# Celery. The default broker is kombu's filesystem transport: no server needed. It is used through
+# core/broker.py, which writes each message whole before a worker can see it.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
+    CELERY_BROKER_TRANSPORT = "together_dash.core.broker:Transport"
     _broker_dir = VAR_DIR / "celery-broker"
     for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
