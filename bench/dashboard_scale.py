@@ -9,7 +9,8 @@ endpoint is timed for the 24h and 30d ranges: warm-up, then requests alternating
 so that whatever else the machine does hits both alike.
 
 Timed: the overview "/", every URL named dashboard-chart-* (found in the URLconf), and, for information,
-/api/requests (first page) and /api/usage. Target (DESIGN.md): overview and each chart endpoint
+/api/requests (first page), /api/usage and /api/billing/runway (a balance a week old is entered, so
+the overview's runway panel reads spend since it). Target (DESIGN.md): overview and each chart endpoint
 p95 <= 150 ms at 10 million logs, and no more than 2x its p95 at 10 thousand.
 Writes bench/results/dashboard_scale.json.
 
@@ -231,6 +232,12 @@ def create_viewer(scratch: Scratch, password: str) -> None:
     manage(env, "shell", "--command", _VIEWER_SCRIPT)
 
 
+def enter_balance(scratch: Scratch) -> None:
+    """A credit balance a week old, so the overview's runway panel reads spend since it, not the burn only."""
+    as_of = (datetime.now(UTC) - timedelta(days=7)).isoformat(timespec="minutes")
+    manage(scratch.env, "set_credit_balance", "5000", "--as-of", as_of)
+
+
 # ---- the servers -------------------------------------------------------------------------------------
 
 _DISCOVER_SCRIPT = """
@@ -314,7 +321,11 @@ class Target:
 def targets(charts: dict[str, str]) -> list[Target]:
     found = [Target("overview", "/", True)]
     found += [Target(name.removeprefix("dashboard-"), path, True) for name, path in charts.items()]
-    return found + [Target("api-requests", "/api/requests", False), Target("api-usage", "/api/usage", False)]
+    return found + [
+        Target("api-requests", "/api/requests", False),
+        Target("api-usage", "/api/usage", False),
+        Target("api-billing-runway", "/api/billing/runway", False),  # takes no range: the same read each time
+    ]
 
 
 def time_target(
@@ -418,6 +429,7 @@ def run(sizes: list[int], fresh: bool, warmup: int, count: int) -> dict[str, Any
         for scratch in scratches:
             prepare(scratch, fresh)
             create_viewer(scratch, password)
+            enter_balance(scratch)
         found = targets(chart_endpoints(scratches[0].env))
         servers = []
         for scratch in scratches:
