@@ -11,7 +11,9 @@ import pytest
 import time_machine
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.db.models import Sum
+from django.test.utils import CaptureQueriesContext
 
 from tests.billing.conftest import MODEL, Biller
 from together_dash.billing.balances import BalanceError, enter_balance
@@ -281,5 +283,25 @@ def test_the_command_explains_bad_input_and_stores_nothing(db: None) -> None:
             call_command("set_credit_balance", *args)
     assert not CreditBalance.objects.exists()
 
-    call_command("set_credit_balance", "10", "--organization", "org_b", "--as-of", "2026-03-10")
-    assert CreditBalance.objects.get().organization.organization_id == "org_b"
+    call_command("set_credit_balance", "10", "--organization", "org_b", "--as-of", "2026-03-10T23:30+16:00")
+    stored = CreditBalance.objects.get()
+    assert stored.organization.organization_id == "org_b"
+    assert stored.as_of == datetime(2026, 3, 10, 7, 30, tzinfo=UTC)  # stored in UTC, whatever the offset
+
+
+def test_it_reads_rollups_and_billing_only_in_as_many_queries_whatever_the_volume(
+    traffic: Biller, account: tuple
+) -> None:
+    key, _ = account
+    enter_balance(Decimal("5.00"), BALANCE_AT - timedelta(days=20), COMMAND, now=NOW)
+    with CaptureQueriesContext(connection) as few:
+        runways()
+    usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+    for day in range(1, 20):
+        for minute in range(0, 60, 7):
+            observe(key, NOW - timedelta(days=day, minutes=minute), usage)
+    with CaptureQueriesContext(connection) as many:
+        runways()
+
+    assert len(many) == len(few)
+    assert not [query for query in many.captured_queries if "traffic_requestlog" in query["sql"]]

@@ -2,7 +2,7 @@
 `manage.py set_credit_balance` share. Every entry is kept and audited like a key action."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
 from django import forms
@@ -81,7 +81,8 @@ def enter_balance(
     balance = CreditBalance.objects.create(
         organization=organization,
         balance_usd=amount.quantize(Decimal(1).scaleb(-PLACES)) + 0,  # + 0: never "-0.00"
-        as_of=as_of,
+        # In UTC: PostgreSQL refuses offsets past 15:59, which ISO 8601 (and Python) allow.
+        as_of=as_of.astimezone(UTC),
         entered_at=now,
         entered_by=user,
         entered_by_name=user.get_username() if user else "",
@@ -124,7 +125,7 @@ class CreditBalanceForm(forms.Form):
     as_of = forms.DateTimeField(
         label="True at",
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
-        help_text="When Together showed that balance (the dashboard's time zone); not in the future.",
+        help_text="When Together showed that balance; not in the future.",
     )
     organization = forms.ModelChoiceField(
         queryset=Organization.objects.order_by("name", "organization_id"),
@@ -135,6 +136,7 @@ class CreditBalanceForm(forms.Form):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
+        self.fields["as_of"].label = f"True at ({timezone.get_current_timezone_name()})"
         if not Organization.objects.exists():
             del self.fields["organization"]  # none known yet: the balance is account-wide
 
