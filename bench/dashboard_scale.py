@@ -14,7 +14,8 @@ the overview's runway panel reads spend since it). Target (DESIGN.md): overview 
 p95 <= 150 ms at 10 million logs, and no more than 2x its p95 at 10 thousand.
 Writes bench/results/dashboard_scale.json.
 
-    .venv/bin/python bench/dashboard_scale.py [--fresh] [--sizes 10000,10000000] [--requests 50]
+    [BENCH_DATABASE_PREFIX=together_dash_bench] .venv/bin/python bench/dashboard_scale.py [--fresh]
+        [--sizes 10000,10000000] [--requests 50]
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, free_port, percentile, wait_until_ready, write_results  # noqa: E402
 
 SERVER_URL = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
+# Another prefix keeps a branch's scratch databases (and its migrations) apart from the shared ones.
+DATABASE_PREFIX = os.environ.get("BENCH_DATABASE_PREFIX", "together_dash_bench")
 SIZES = (10_000, 10_000_000)
 RANGES = ("24h", "30d")
 SPANS = {"24h": timedelta(hours=24), "30d": timedelta(days=30)}
@@ -69,7 +72,7 @@ class Scratch:
 
     @property
     def name(self) -> str:
-        return f"together_dash_bench_{label(self.size)}"
+        return f"{DATABASE_PREFIX}_{label(self.size)}"
 
     @property
     def url(self) -> str:
@@ -423,7 +426,7 @@ def run(sizes: list[int], fresh: bool, warmup: int, count: int) -> dict[str, Any
         env = throwaway_env(var_dir)
         manage(env, "collectstatic", "--noinput", "--verbosity", "0")  # DEBUG off serves the manifest
         scratches = [
-            Scratch(size, {**env, "DATABASE_URL": f"{SERVER_URL}/together_dash_bench_{label(size)}"})
+            Scratch(size, {**env, "DATABASE_URL": f"{SERVER_URL}/{DATABASE_PREFIX}_{label(size)}"})
             for size in sizes
         ]
         for scratch in scratches:
