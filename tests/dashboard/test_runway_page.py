@@ -228,3 +228,16 @@ def test_the_api_without_a_balance_and_without_credentials(
     assert found["balance"] is None and found["spend_since_balance"] is None
     assert found["hours_left"] is None and found["estimated_balance_usd"] is None
     assert Decimal(found["burn"]["total_usd"]) == Decimal("4.40")
+
+
+def test_the_admin_lists_balances_but_neither_adds_nor_deletes_them(db: None, fast_passwords: None) -> None:
+    web = logged_in(User.objects.create_superuser("root", password="not used here"))
+    entered = balance("12.00")
+
+    listing = web.get(reverse("admin:billing_creditbalance_changelist"))
+
+    assert listing.status_code == 200 and "12.00" in text(listing)
+    assert web.get(reverse("admin:billing_creditbalance_add")).status_code == 403
+    delete = reverse("admin:billing_creditbalance_delete", args=[entered.pk])
+    assert web.post(delete, {"post": "yes"}).status_code == 403
+    assert CreditBalance.objects.filter(pk=entered.pk).exists()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.http import HttpRequest
 
 from together_dash.billing.models import (
     BillingLineItem,
@@ -46,3 +47,6 @@ class CreditBalanceAdmin(PolledDataAdmin):
 
     list_display = ("entered_at", "organization", "balance_usd", "as_of", "entered_by_name", "via")
     list_filter = ("organization", "via")
+
+    def has_delete_permission(self, request: HttpRequest, obj: object | None = None) -> bool:
+        return False  # the history is kept: a wrong entry is corrected by a newer one
