@@ -9,11 +9,13 @@ endpoint is timed for the 24h and 30d ranges: warm-up, then requests alternating
 so that whatever else the machine does hits both alike.
 
 Timed: the overview "/", every URL named dashboard-chart-* (found in the URLconf), and, for information,
-/api/requests (first page) and /api/usage. Target (DESIGN.md): overview and each chart endpoint
+/api/requests (first page), /api/usage and /api/billing/runway (a balance a week old is entered, so
+the overview's runway panel reads spend since it). Target (DESIGN.md): overview and each chart endpoint
 p95 <= 150 ms at 10 million logs, and no more than 2x its p95 at 10 thousand.
 Writes bench/results/dashboard_scale.json.
 
-    .venv/bin/python bench/dashboard_scale.py [--fresh] [--sizes 10000,10000000] [--requests 50]
+    [BENCH_DATABASE_PREFIX=together_dash_bench] .venv/bin/python bench/dashboard_scale.py [--fresh]
+        [--sizes 10000,10000000] [--requests 50]
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, free_port, percentile, wait_until_ready, write_results  # noqa: E402
 
 SERVER_URL = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
+# Another prefix keeps a branch's scratch databases (and its migrations) apart from the shared ones.
+DATABASE_PREFIX = os.environ.get("BENCH_DATABASE_PREFIX", "together_dash_bench")
 SIZES = (10_000, 10_000_000)
 RANGES = ("24h", "30d")
 SPANS = {"24h": timedelta(hours=24), "30d": timedelta(days=30)}
@@ -68,7 +72,7 @@ class Scratch:
 
     @property
     def name(self) -> str:
-        return f"together_dash_bench_{label(self.size)}"
+        return f"{DATABASE_PREFIX}_{label(self.size)}"
 
     @property
     def url(self) -> str:
@@ -231,6 +235,12 @@ def create_viewer(scratch: Scratch, password: str) -> None:
     manage(env, "shell", "--command", _VIEWER_SCRIPT)
 
 
+def enter_balance(scratch: Scratch) -> None:
+    """A credit balance a week old, so the overview's runway panel reads spend since it, not the burn only."""
+    as_of = (datetime.now(UTC) - timedelta(days=7)).isoformat(timespec="minutes")
+    manage(scratch.env, "set_credit_balance", "5000", "--as-of", as_of)
+
+
 # ---- the servers -------------------------------------------------------------------------------------
 
 _DISCOVER_SCRIPT = """
@@ -314,7 +324,11 @@ class Target:
 def targets(charts: dict[str, str]) -> list[Target]:
     found = [Target("overview", "/", True)]
     found += [Target(name.removeprefix("dashboard-"), path, True) for name, path in charts.items()]
-    return found + [Target("api-requests", "/api/requests", False), Target("api-usage", "/api/usage", False)]
+    return found + [
+        Target("api-requests", "/api/requests", False),
+        Target("api-usage", "/api/usage", False),
+        Target("api-billing-runway", "/api/billing/runway", False),  # takes no range: the same read each time
+    ]
 
 
 def time_target(
@@ -412,12 +426,13 @@ def run(sizes: list[int], fresh: bool, warmup: int, count: int) -> dict[str, Any
         env = throwaway_env(var_dir)
         manage(env, "collectstatic", "--noinput", "--verbosity", "0")  # DEBUG off serves the manifest
         scratches = [
-            Scratch(size, {**env, "DATABASE_URL": f"{SERVER_URL}/together_dash_bench_{label(size)}"})
+            Scratch(size, {**env, "DATABASE_URL": f"{SERVER_URL}/{DATABASE_PREFIX}_{label(size)}"})
             for size in sizes
         ]
         for scratch in scratches:
             prepare(scratch, fresh)
             create_viewer(scratch, password)
+            enter_balance(scratch)
         found = targets(chart_endpoints(scratches[0].env))
         servers = []
         for scratch in scratches:

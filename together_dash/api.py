@@ -17,3 +17,7 @@ api.add_router("/", traffic_router)
 from together_dash.diagnostics.api import router as diagnostics_router  # noqa: E402
 
 api.add_router("/", diagnostics_router)
+
+from together_dash.billing.runway_api import router as runway_router  # noqa: E402
+
+api.add_router("/", runway_router)

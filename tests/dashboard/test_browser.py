@@ -278,6 +278,7 @@ def test_every_page_renders_on_a_phone_without_console_errors(
         "batches": reverse("dashboard-batches"),
         "key-usage": reverse("dashboard-keys"),
         "key": reverse("dashboard-key", args=[world["prod"].id]),
+        "runway": reverse("dashboard-runway"),
     }
     page = page_for(viewer, viewport=PHONE)
     for name, path in pages.items():
@@ -287,6 +288,35 @@ def test_every_page_renders_on_a_phone_without_console_errors(
         overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 1, f"{name} is wider than the phone screen by {overflow}px"
         shoot(page, f"phone-{name}")
+
+
+def test_a_key_admin_enters_the_balance_and_the_overview_counts_down_from_it(
+    page_for: Any, live_url: str, key_admin: User, world: dict[str, Any]
+) -> None:
+    page = page_for(key_admin)
+    page.goto("/")
+    wait_for_refresh(page)
+    assert "No balance entered" in page.inner_text("#runway")
+    page.click("#runway >> text=enter a balance")
+    page.fill("#id_balance_usd", "-3")
+    page_for.allow("status of 400")  # the refused form comes back as a 400, which Chromium logs
+    page.click("text=Record the balance")
+    assert "cannot be negative" in page.inner_text("#enter-balance")
+
+    page.fill("#id_balance_usd", "50")
+    page.click("text=Record the balance")
+    page.wait_for_url(f"{live_url}{reverse('dashboard-runway')}")
+    assert "$50.00" in page.inner_text("#balance-history")
+    page.goto("/")
+    wait_for_refresh(page)  # the panel is one of the sections a live refresh replaces
+
+    # True as of this minute (the form's default): nothing spent since. The day's 20 requests of 120
+    # tokens at $0.88 per million ($0.0021) are the burn rate.
+    assert page.inner_text('#runway [data-value="spent"]').startswith("$0.00")
+    assert page.inner_text('#runway [data-value="left"]') == "$50.00"
+    assert page.inner_text('#runway [data-value="burn"]').startswith("< $0.01 per hour")
+    assert "days" in page.inner_text('#runway [data-value="hours"]')
+    shoot(page, "overview-runway")
 
 
 def test_an_empty_overview_says_what_to_do_instead_of_blank_charts(page_for: Any, viewer: User) -> None:

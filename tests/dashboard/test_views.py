@@ -49,6 +49,7 @@ def page_urls(world: dict[str, object]) -> list[str]:
         reverse("dashboard-batches"),
         reverse("dashboard-keys"),
         reverse("dashboard-key", args=[world["key"].id]),
+        reverse("dashboard-runway"),
     ]
 
 

@@ -23,6 +23,7 @@ from django.test import Client
 from django.urls import reverse
 
 from together_dash.alerts.models import AlertRule, Mute
+from together_dash.billing.models import CreditBalance
 from together_dash.datasets.models import DatasetValidation
 from together_dash.keys import lifecycle
 from together_dash.keys.audit import Actor
@@ -100,6 +101,12 @@ ACTIONS: dict[str, Action] = {
     ),
     "keys/app/<int:key_id>/revoke": Action(
         KEY_ADMIN, True, lambda w: Request(reverse("keys-app-revoke", args=[w.app_key.pk]), {"confirm": "on"})
+    ),
+    "dashboard/runway/balance": Action(
+        KEY_ADMIN, True,
+        lambda w: Request(
+            reverse("dashboard-runway-balance"), {"balance_usd": "100", "as_of": "2026-03-10T08:30"}
+        ),
     ),
     # The bundle calls Together and holds redacted account data: key admins only, and POST so no link
     # or prefetch triggers it.
@@ -191,7 +198,9 @@ def send(client: Client, request: Request, csrf: bool = True, **headers: str) ->
 
 def state() -> str:
     """Everything an action could change (the audit log aside: refusals are audited on purpose)."""
-    models = [TogetherKey, AppKey, ApiToken, Mute, DatasetValidation, RequestLog, Session, User]
+    models = [
+        TogetherKey, AppKey, ApiToken, Mute, DatasetValidation, RequestLog, Session, User, CreditBalance,
+    ]
     return "".join(serializers.serialize("json", model.objects.order_by("pk")) for model in models)
 
 

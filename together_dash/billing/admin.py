@@ -2,8 +2,15 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.http import HttpRequest
 
-from together_dash.billing.models import BillingLineItem, BillingMonth, BillingWindow, Organization
+from together_dash.billing.models import (
+    BillingLineItem,
+    BillingMonth,
+    BillingWindow,
+    CreditBalance,
+    Organization,
+)
 from together_dash.pollers.admin import PolledDataAdmin
 
 
@@ -32,3 +39,14 @@ class BillingLineItemAdmin(PolledDataAdmin):
     list_filter = ("organization", "product_name")
     search_fields = ("product_name",)
     date_hierarchy = "start_time"
+
+
+@admin.register(CreditBalance)
+class CreditBalanceAdmin(PolledDataAdmin):
+    """Entered on the runway page or with set_credit_balance, where they are checked and audited."""
+
+    list_display = ("entered_at", "organization", "balance_usd", "as_of", "entered_by_name", "via")
+    list_filter = ("organization", "via")
+
+    def has_delete_permission(self, request: HttpRequest, obj: object | None = None) -> bool:
+        return False  # the history is kept: a wrong entry is corrected by a newer one

@@ -8,6 +8,7 @@ attributes and unit price, hashed (`identity`), so the same line can never be st
 """
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -133,3 +134,35 @@ class BillingLineItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.start_time:%Y-%m-%d %H:%M} {self.product_name}: {self.cost}"
+
+
+class CreditBalance(models.Model):
+    """A prepaid balance an admin read off Together's console, and when it was true.
+
+    Together has no balance API, so this is the only balance the dashboard knows. Every entry is kept;
+    the latest entered one of its organisation (or account-wide, organisation empty) applies.
+    """
+
+    # Empty: account-wide, entered before any organisation was known; it applies until one has its own.
+    organization = models.ForeignKey(
+        Organization, models.PROTECT, null=True, blank=True, related_name="credit_balances"
+    )
+    balance_usd = models.DecimalField(max_digits=14, decimal_places=2)
+    as_of = models.DateTimeField()
+    entered_at = models.DateTimeField(default=timezone.now)
+    entered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # Kept as text too: the history outlives the user.
+    entered_by_name = models.CharField(max_length=150, blank=True)
+    via = models.CharField(max_length=8)  # web | command, as in the key audit log
+
+    class Meta:
+        ordering = ["-entered_at", "-id"]
+        indexes = [
+            models.Index(fields=["organization", "-entered_at", "-id"], name="creditbalance_org_latest_idx"),
+        ]
+
+    def __str__(self) -> str:
+        scope = str(self.organization) if self.organization_id else "account-wide"
+        return f"${self.balance_usd} as of {self.as_of:%Y-%m-%d %H:%M} ({scope})"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from together_dash.dashboard.views import charts, errors, jobs, keys, models, overview, requests
+from together_dash.dashboard.views import charts, errors, jobs, keys, models, overview, requests, runway
 
 urlpatterns = [
     path("", overview.overview, name="dashboard-overview"),
@@ -19,6 +19,8 @@ urlpatterns = [
     path("batches/<str:batch_id>/remainder.jsonl", jobs.batch_remainder, name="dashboard-batch-remainder"),
     path("dashboard/keys/", keys.key_list, name="dashboard-keys"),
     path("dashboard/keys/<int:key_id>/", keys.key_detail, name="dashboard-key"),
+    path("dashboard/runway/", runway.runway_page, name="dashboard-runway"),
+    path("dashboard/runway/balance", runway.enter_balance, name="dashboard-runway-balance"),
     # Every route named dashboard-chart-* takes only query parameters: the scale benchmark times them all.
     path("dashboard/charts/categories.json", charts.categories, name="dashboard-chart-categories"),
     path("dashboard/charts/volume.json", charts.volume, name="dashboard-chart-volume"),

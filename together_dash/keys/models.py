@@ -240,6 +240,8 @@ class AuditLog(models.Model):
         APP = "app", "App key"
         API_TOKEN = "api_token", "API token"
         ENCRYPTION = "encryption", "Encryption key"
+        # Not a key, but an admin's money input, audited the same way (billing.CreditBalance).
+        CREDIT = "credit", "Credit balance"
 
     class Via(models.TextChoices):
         WEB = "web"

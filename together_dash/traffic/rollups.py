@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -183,11 +183,15 @@ def summed(
     model: str | None = None,
     by: str | None = None,
     now: datetime | None = None,
+    key_ids: Collection[int] | None = None,
 ) -> dict[Any, dict[str, Any]]:
-    """Sums of the columns over [start, end), per value of `by` (one entry, None, without it)."""
+    """Sums of the columns over [start, end), per value of `by` (one entry, None, without it).
+
+    key_ids narrows to a set of upstream keys (an organisation's), as key_id does to one.
+    """
     columns = tuple(columns)
     totals: dict[Any, dict[str, Any]] = {}
-    for rows in _piece_rows(pieces(start, end, now=now), key_id, model):
+    for rows in _piece_rows(pieces(start, end, now=now), key_id, model, key_ids):
         if by:
             found = list(rows.values(by).annotate(**_sums(columns)).order_by())
         else:
@@ -216,7 +220,9 @@ def bucketed(
     return slots
 
 
-def _piece_rows(found: list[Piece], key_id: int | None, model: str | None) -> Iterable[QuerySet[UsageRollup]]:
+def _piece_rows(
+    found: list[Piece], key_id: int | None, model: str | None, key_ids: Collection[int] | None = None
+) -> Iterable[QuerySet[UsageRollup]]:
     """One queryset per rollup table, covering every piece of that table."""
     spans: dict[type[UsageRollup], list[list[datetime]]] = {}
     for table, first, last in sorted(found, key=lambda piece: piece[1]):
@@ -230,6 +236,8 @@ def _piece_rows(found: list[Piece], key_id: int | None, model: str | None) -> It
         rows = table.objects.filter(reduce(operator.or_, (Q(bucket__gte=a, bucket__lt=b) for a, b in within)))
         if key_id is not None:
             rows = rows.filter(upstream_key_id=key_id)
+        if key_ids is not None:
+            rows = rows.filter(upstream_key_id__in=list(key_ids))
         if model:
             rows = rows.filter(model=model)
         yield rows

@@ -9,6 +9,7 @@ from django import template
 from django.utils.html import format_html
 
 from together_dash.dashboard.palette import CATEGORY_COLORS, headroom_level
+from together_dash.dashboard.views.common import money as _money
 from together_dash.dashboard.views.common import percent as _percent
 
 register = template.Library()
@@ -76,3 +77,21 @@ def request_cost(log: Any, places: int = 5) -> str:
 @register.filter
 def get_item(mapping: dict[str, Any] | None, name: str) -> Any:
     return (mapping or {}).get(name)
+
+
+@register.filter
+def usd(value: Decimal | None) -> str:
+    """$1,234.56, -$12.30 (a negative estimate), < $0.01; a dash when unknown."""
+    if value is None:
+        return "–"
+    return f"-{_money(-value)}" if value < 0 else _money(value)
+
+
+@register.filter
+def hours_span(hours: Decimal | None) -> str:
+    """37.5 hours; 12.3 days (296 hours) past two days; a dash when unknown."""
+    if hours is None:
+        return "–"
+    if hours < 48:
+        return f"{hours:.1f} hours"
+    return f"{hours / 24:,.1f} days ({hours:,.0f} hours)"

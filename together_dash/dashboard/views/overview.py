@@ -15,12 +15,13 @@ from together_dash.dashboard.views.common import (
     range_of,
     script_config,
 )
+from together_dash.dashboard.views.runway import runway_context
 
 
 @require_GET
 @viewer_required
 def overview(request: HttpRequest) -> HttpResponse:
-    """Headline figures, error categories, quota, fine-tunes, open error groups, poller health."""
+    """Headline figures, credit runway, error categories, quota, fine-tunes, open error groups, pollers."""
     rng = range_of(request)
     comparison = queries.compared_figures(rng)
     context = {
@@ -34,5 +35,6 @@ def overview(request: HttpRequest) -> HttpResponse:
         "firing_alerts": queries.firing_alerts(),
         "proxy_url": proxy_base_url(request),
         "config": script_config(),
+        **runway_context(request),
     }
     return render(request, "dashboard/overview.html", context)
