@@ -20,11 +20,14 @@ from together_dash.alerts.emails import absolute
 from together_dash.alerts.kinds import Kind
 from together_dash.alerts.models import Alert, AlertRule, Notification
 from together_dash.catalog.models import ModelInfo
+from together_dash.endpoints.models import BOOTING, Endpoint
+from together_dash.endpoints.usage import EndpointUsage, duration_text, requests_since, usage_today
 from together_dash.jobs.models import BatchJob, FineTuneJob
 from together_dash.keys.models import RateLimitSnapshot, TogetherKey
 from together_dash.pollers.models import PollerKeyState
 from together_dash.pollers.runs import stale_pollers
 from together_dash.proxy.metrics import dropped_logs_total
+from together_dash.together.types import EndpointState
 from together_dash.traffic.models import APP_KEY_REJECTED, ErrorGroup, RequestLog
 from together_dash.traffic.rollups import billing_errors_since, minute_totals_since, unpriced_models_since
 
@@ -354,6 +357,97 @@ def unpriced_model(rule: AlertRule, now: datetime) -> Firing:
     return firing
 
 
+# ---- dedicated endpoints: thresholds in minutes ------------------------------------------------------
+
+
+def _threshold(rule: AlertRule) -> timedelta:
+    return timedelta(minutes=max(0.0, rule.threshold))
+
+
+def _endpoint_entry(usage: EndpointUsage, detail: str, fix: str) -> tuple[str, dict[str, Any]]:
+    endpoint = usage.endpoint
+    per_hour = usage.price_per_hour
+    if per_hour is not None:
+        running = f"{endpoint.hardware} x {endpoint.replicas}"
+        detail += f" It bills ${per_hour:.2f} an hour while STARTED ({running})."
+    context = {
+        "detail": detail,
+        "fix": fix,
+        "path": reverse("endpoints-detail", args=[endpoint.endpoint_id]),
+        "endpoint_id": endpoint.endpoint_id,
+        "endpoint_name": endpoint.name,
+        "per_hour_usd": None if per_hour is None else f"{per_hour:.2f}",
+        "cost_today_usd": None if usage.cost is None else f"{usage.cost:.2f}",
+    }
+    return f"endpoint {endpoint.name}", context
+
+
+def _usages(endpoints: list[Endpoint], now: datetime) -> list[EndpointUsage]:
+    return usage_today(endpoints, now) if endpoints else []
+
+
+def endpoint_idle(rule: AlertRule, now: datetime) -> Firing:
+    """STARTED for at least <threshold> minutes with no request recorded to it within them."""
+    quiet = _threshold(rule)
+    started = list(Endpoint.objects.in_state_since((EndpointState.STARTED,), now - quiet))
+    seen = requests_since([e.name for e in started], now - quiet, now)
+    idle = [e for e in started if not seen.get(e.name)]
+    firing: Firing = {}
+    for usage in _usages(idle, now):
+        detail = (
+            f"STARTED since {usage.endpoint.state_since:%Y-%m-%d %H:%M} UTC with no request recorded to"
+            f" {usage.endpoint.name} in the last {duration_text(quiet.total_seconds())}."
+        )
+        fix = (
+            "stop it (PATCH /v1/endpoints/{id} with {\"state\": \"STOPPED\"}) or set an inactive_timeout;"
+            " if its traffic bypasses the dashboard, send it through the proxy or the ingest API."
+        )
+        firing[f"endpoint:{usage.endpoint.endpoint_id}"] = _endpoint_entry(usage, detail, fix)
+    return firing
+
+
+def endpoint_no_timeout(rule: AlertRule, now: datetime) -> Firing:
+    """STARTED for more than <threshold> minutes with no inactive_timeout."""
+    started = Endpoint.objects.in_state_since((EndpointState.STARTED,), now - _threshold(rule))
+    firing: Firing = {}
+    for usage in _usages(list(started.filter(inactive_timeout__isnull=True)), now):
+        detail = f"{usage.endpoint.name} has no inactive_timeout: it never stops by itself."
+        fix = "set one: PATCH /v1/endpoints/{id} with {\"inactive_timeout\": 60} (minutes)."
+        firing[f"endpoint:{usage.endpoint.endpoint_id}"] = _endpoint_entry(usage, detail, fix)
+    return firing
+
+
+def endpoint_error(rule: AlertRule, now: datetime) -> Firing:
+    """In ERROR for more than <threshold> minutes."""
+    failed = Endpoint.objects.in_state_since((EndpointState.ERROR,), now - _threshold(rule))
+    firing: Firing = {}
+    for usage in _usages(list(failed), now):
+        since = f"{usage.endpoint.state_since:%Y-%m-%d %H:%M} UTC"
+        detail = f"{usage.endpoint.name} has been in ERROR since {since}."
+        fix = (
+            "check the hardware's availability (GET /v1/hardware?model=...), then restart it"
+            " or use other hardware."
+        )
+        firing[f"endpoint:{usage.endpoint.endpoint_id}"] = _endpoint_entry(usage, detail, fix)
+    return firing
+
+
+def endpoint_slow_start(rule: AlertRule, now: datetime) -> Firing:
+    """PENDING or STARTING for more than <threshold> minutes in a row."""
+    booting = Endpoint.objects.listed().filter(state__in=BOOTING, booting_since__lte=now - _threshold(rule))
+    firing: Firing = {}
+    for usage in _usages(list(booting), now):
+        since = usage.endpoint.booting_since or usage.endpoint.state_since
+        detail = (
+            f"{usage.endpoint.name} has been starting ({usage.endpoint.state})"
+            f" since {since:%Y-%m-%d %H:%M} UTC,"
+            f" {duration_text((now - since).total_seconds())}."
+        )
+        fix = "the hardware may be short: check its availability, or stop it and start it on other hardware."
+        firing[f"endpoint:{usage.endpoint.endpoint_id}"] = _endpoint_entry(usage, detail, fix)
+    return firing
+
+
 EVALUATORS: dict[str, Callable[[AlertRule, datetime], Firing]] = {
     Kind.BILLING: billing_backstop,
     Kind.KEY_INVALID: key_invalid,
@@ -367,6 +461,10 @@ EVALUATORS: dict[str, Callable[[AlertRule, datetime], Firing]] = {
     Kind.LOGS_DROPPED: logs_dropped,
     Kind.APP_KEY_REJECTED: app_key_rejected,
     Kind.UNPRICED_MODEL: unpriced_model,
+    Kind.ENDPOINT_IDLE: endpoint_idle,
+    Kind.ENDPOINT_NO_TIMEOUT: endpoint_no_timeout,
+    Kind.ENDPOINT_ERROR: endpoint_error,
+    Kind.ENDPOINT_SLOW_START: endpoint_slow_start,
 }
 # Billing resolves on a successful call (on_recorded), not because a poll stopped seeing the 402.
 RESOLVED_ELSEWHERE = {Kind.BILLING}
