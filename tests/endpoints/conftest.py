@@ -10,7 +10,10 @@ import httpx
 import pytest
 import time_machine
 
+from django.test import Client
+
 from tests.alerts.conftest import inbox, local_channels, receiver, receiver_down, rules, smtp, smtp_down
+from tests.dashboard.conftest import fast_passwords, key_admin, nobody, viewer
 from together_dash.endpoints.polling import poll_endpoints
 from together_dash.keys.models import TogetherKey
 from together_dash.keys.services import create_app_key
@@ -22,7 +25,10 @@ from together_dash.proxy.testing import running_proxy
 from together_dash.simulator import catalog, endpoints
 from together_dash.simulator.testing import RunningSimulator
 
-__all__ = ["inbox", "local_channels", "receiver", "receiver_down", "rules", "smtp", "smtp_down"]
+__all__ = [
+    "fast_passwords", "inbox", "key_admin", "local_channels", "nobody", "receiver", "receiver_down", "rules",
+    "smtp", "smtp_down", "viewer",
+]
 
 MODEL = catalog.SMALL_CHAT_MODEL
 A100 = "1x_nvidia_a100_80gb_sxm"
@@ -43,6 +49,16 @@ class Fleet:
         self.http = httpx.Client(
             base_url=simulator.base_url, headers={"Authorization": f"Bearer {self.secret}"}, timeout=10
         )
+
+    def at(self, moment: datetime) -> None:
+        """Put both clocks at this moment (before anything is created)."""
+        self.now = moment
+        self.simulator.freeze_clock(at=moment.timestamp())
+
+    def get(self, client: Client, path: str) -> object:
+        """A page as it renders at our clock."""
+        with time_machine.travel(self.now, tick=False):
+            return client.get(path)
 
     def create(self, hardware: str = A100, **fields: object) -> dict:
         """POST /v1/endpoints: starts by itself (PENDING, STARTING, then STARTED after BOOT_S)."""
