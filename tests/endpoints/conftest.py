@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 import time_machine
-
 from django.test import Client
 
 from tests.alerts.conftest import inbox, local_channels, receiver, receiver_down, rules, smtp, smtp_down
@@ -62,9 +61,8 @@ class Fleet:
 
     def create(self, hardware: str = A100, **fields: object) -> dict:
         """POST /v1/endpoints: starts by itself (PENDING, STARTING, then STARTED after BOOT_S)."""
-        body = {
-            "model": MODEL, "hardware": hardware, "autoscaling": {"min_replicas": 1, "max_replicas": 2}, **fields,
-        }
+        scaling = {"min_replicas": 1, "max_replicas": 2}
+        body = {"model": MODEL, "hardware": hardware, "autoscaling": scaling, **fields}
         answer = self.http.post("/endpoints", json=body)
         assert answer.status_code == 200, answer.text
         return answer.json()
@@ -98,8 +96,9 @@ class Fleet:
         """Requests through the real proxy to the simulator, recorded to the database at our clock."""
         _, app_key = create_app_key(f"endpoint-client-{model[-8:]}-{count}")
         statuses = []
+        upstream = self.simulator.base_url
         with time_machine.travel(self.now, tick=True):
-            with running_proxy(self.simulator.base_url, record=record_to_database, log_flush_interval=0.01) as proxy:
+            with running_proxy(upstream, record=record_to_database, log_flush_interval=0.01) as proxy:
                 for n in range(count):
                     body = {"model": model, "messages": [{"role": "user", "content": f"question {n}"}]}
                     answer = httpx.post(

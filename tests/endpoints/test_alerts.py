@@ -72,7 +72,7 @@ def test_an_idle_started_endpoint_alerts_with_its_hourly_cost_and_resolves_on_tr
     evaluate(fleet)
 
     assert firing(Kind.ENDPOINT_IDLE) == []
-    assert subjects(inbox, Kind.ENDPOINT_IDLE)[-1].startswith("[together-dash] RESOLVED: Dedicated endpoint billing")
+    assert subjects(inbox, Kind.ENDPOINT_IDLE)[-1].startswith("[together-dash] RESOLVED: Dedicated endpoint")
     assert [body["alert"]["transition"] for body in receiver.bodies()] == ["fired", "resolved"]
 
 

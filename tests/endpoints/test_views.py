@@ -93,7 +93,8 @@ def test_the_detail_page_shows_the_state_timeline(fleet: Fleet, viewer: User) ->
     assert page.status_code == 200
     html = page.content.decode()
     timeline = html[html.index("State timeline"):]
-    order = [timeline.index(f">{state}</span>") for state in ("STOPPED", "STOPPING", "STARTED", "STARTING", "PENDING")]
+    newest_first = ("STOPPED", "STOPPING", "STARTED", "STARTING", "PENDING")
+    order = [timeline.index(f">{state}</span>") for state in newest_first]
     assert order == sorted(order)  # newest first
     assert "first seen" in timeline
     assert endpoint["name"] in html and "1x_nvidia_a100_80gb_sxm" in html
