@@ -9,7 +9,7 @@ module returns the notifications it wrote and tasks.py hands them to the workers
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -382,8 +382,17 @@ def _endpoint_entry(usage: EndpointUsage, detail: str, fix: str) -> tuple[str, d
     return f"endpoint {endpoint.name}", context
 
 
-def _usages(endpoints: list[Endpoint], now: datetime) -> list[EndpointUsage]:
-    return usage_today(endpoints, now) if endpoints else []
+def _endpoints_firing(
+    endpoints: Iterable[Endpoint], now: datetime, describe: Callable[[Endpoint], str], fix: str
+) -> Firing:
+    """One subject per endpoint: the detail `describe` writes, what it bills, and the fix ({id}: its id)."""
+    endpoints = list(endpoints)
+    firing: Firing = {}
+    for usage in usage_today(endpoints, now) if endpoints else []:
+        endpoint_id = usage.endpoint.endpoint_id
+        entry = _endpoint_entry(usage, describe(usage.endpoint), fix.replace("{id}", endpoint_id))
+        firing[f"endpoint:{endpoint_id}"] = entry
+    return firing
 
 
 def endpoint_idle(rule: AlertRule, now: datetime) -> Firing:
@@ -391,61 +400,57 @@ def endpoint_idle(rule: AlertRule, now: datetime) -> Firing:
     quiet = _threshold(rule)
     started = list(Endpoint.objects.in_state_since((EndpointState.STARTED,), now - quiet))
     seen = requests_since([e.name for e in started], now - quiet, now)
-    idle = [e for e in started if not seen.get(e.name)]
-    firing: Firing = {}
-    for usage in _usages(idle, now):
-        detail = (
-            f"STARTED since {usage.endpoint.state_since:%Y-%m-%d %H:%M} UTC with no request recorded to"
-            f" {usage.endpoint.name} in the last {duration_text(quiet.total_seconds())}."
-        )
-        fix = (
-            "stop it (PATCH /v1/endpoints/{id} with {\"state\": \"STOPPED\"}) or set an inactive_timeout;"
-            " if its traffic bypasses the dashboard, send it through the proxy or the ingest API."
-        )
-        firing[f"endpoint:{usage.endpoint.endpoint_id}"] = _endpoint_entry(usage, detail, fix)
-    return firing
+    return _endpoints_firing(
+        [e for e in started if not seen.get(e.name)],
+        now,
+        lambda e: (
+            f"STARTED since {e.state_since:%Y-%m-%d %H:%M} UTC with no request recorded to {e.name}"
+            f" in the last {duration_text(quiet.total_seconds())}."
+        ),
+        'stop it (PATCH /v1/endpoints/{id} with {"state": "STOPPED"}) or set an inactive_timeout;'
+        " if its traffic bypasses the dashboard, send it through the proxy or the ingest API.",
+    )
 
 
 def endpoint_no_timeout(rule: AlertRule, now: datetime) -> Firing:
     """STARTED for more than <threshold> minutes with no inactive_timeout."""
     started = Endpoint.objects.in_state_since((EndpointState.STARTED,), now - _threshold(rule))
-    firing: Firing = {}
-    for usage in _usages(list(started.filter(inactive_timeout__isnull=True)), now):
-        detail = f"{usage.endpoint.name} has no inactive_timeout: it never stops by itself."
-        fix = "set one: PATCH /v1/endpoints/{id} with {\"inactive_timeout\": 60} (minutes)."
-        firing[f"endpoint:{usage.endpoint.endpoint_id}"] = _endpoint_entry(usage, detail, fix)
-    return firing
+    return _endpoints_firing(
+        started.filter(inactive_timeout__isnull=True),
+        now,
+        lambda e: f"{e.name} has no inactive_timeout: it never stops by itself.",
+        'set one: PATCH /v1/endpoints/{id} with {"inactive_timeout": 60} (minutes).',
+    )
 
 
 def endpoint_error(rule: AlertRule, now: datetime) -> Firing:
     """In ERROR for more than <threshold> minutes."""
-    failed = Endpoint.objects.in_state_since((EndpointState.ERROR,), now - _threshold(rule))
-    firing: Firing = {}
-    for usage in _usages(list(failed), now):
-        since = f"{usage.endpoint.state_since:%Y-%m-%d %H:%M} UTC"
-        detail = f"{usage.endpoint.name} has been in ERROR since {since}."
-        fix = (
-            "check the hardware's availability (GET /v1/hardware?model=...), then restart it"
-            " or use other hardware."
-        )
-        firing[f"endpoint:{usage.endpoint.endpoint_id}"] = _endpoint_entry(usage, detail, fix)
-    return firing
+    return _endpoints_firing(
+        Endpoint.objects.in_state_since((EndpointState.ERROR,), now - _threshold(rule)),
+        now,
+        lambda e: f"{e.name} has been in ERROR since {e.state_since:%Y-%m-%d %H:%M} UTC.",
+        "check the hardware's availability (GET /v1/hardware?model=...), then restart it"
+        " or use other hardware.",
+    )
 
 
 def endpoint_slow_start(rule: AlertRule, now: datetime) -> Firing:
     """PENDING or STARTING for more than <threshold> minutes in a row."""
-    booting = Endpoint.objects.listed().filter(state__in=BOOTING, booting_since__lte=now - _threshold(rule))
-    firing: Firing = {}
-    for usage in _usages(list(booting), now):
-        since = usage.endpoint.booting_since or usage.endpoint.state_since
-        detail = (
-            f"{usage.endpoint.name} has been starting ({usage.endpoint.state})"
-            f" since {since:%Y-%m-%d %H:%M} UTC,"
-            f" {duration_text((now - since).total_seconds())}."
+
+    def describe(endpoint: Endpoint) -> str:
+        since = endpoint.booting_since or endpoint.state_since
+        waited = duration_text((now - since).total_seconds())
+        return (
+            f"{endpoint.name} has been starting ({endpoint.state})"
+            f" since {since:%Y-%m-%d %H:%M} UTC, {waited}."
         )
-        fix = "the hardware may be short: check its availability, or stop it and start it on other hardware."
-        firing[f"endpoint:{usage.endpoint.endpoint_id}"] = _endpoint_entry(usage, detail, fix)
-    return firing
+
+    return _endpoints_firing(
+        Endpoint.objects.listed().filter(state__in=BOOTING, booting_since__lte=now - _threshold(rule)),
+        now,
+        describe,
+        "the hardware may be short: check its availability, or stop it and start it on other hardware.",
+    )
 
 
 EVALUATORS: dict[str, Callable[[AlertRule, datetime], Firing]] = {
