@@ -108,6 +108,8 @@ def test_a_started_endpoint_with_no_timeout_says_what_it_bills(fleet: Fleet, vie
     html = fleet.get(logged_in(viewer), reverse("endpoints-detail", args=[endpoint["id"]])).content.decode()
 
     assert "STARTED with no inactive timeout: it bills $2.56 an hour" in html
+    assert "$0.0427 a minute, $2.56 an hour" in html
+    assert "1 replica × 4.27 cents a minute" in html
 
 
 def test_with_no_key_the_page_says_to_add_one(viewer: User) -> None:
