@@ -14,6 +14,7 @@ from together_dash.alerts.kinds import Kind
 from together_dash.alerts.models import Alert, AlertRule, Notification
 from together_dash.alerts.services import add_channel
 from together_dash.alerts.tasks import evaluate_alerts_now
+from together_dash.pollers.testing import fault_for_key
 from together_dash.simulator import endpoints as simulated
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -129,6 +130,21 @@ def test_an_endpoint_in_error_alerts_until_it_is_deleted(fleet: Fleet, inbox: In
 
     assert firing(Kind.ENDPOINT_ERROR) == []
     assert subjects(inbox, Kind.ENDPOINT_ERROR)[-1].startswith("[together-dash] RESOLVED:")
+
+
+def test_an_alert_on_an_endpoint_its_key_no_longer_lists_says_how_old_its_state_is(
+    fleet: Fleet, rules: None
+) -> None:
+    fleet.create(hardware=H200, model="meta-llama/Llama-3.3-70B-Instruct-Turbo")
+    fleet.poll()
+    fleet.run(simulated.PENDING_S, every=5)
+    for _ in range(10):
+        fleet.advance(60)
+        fleet.poll(config=fault_for_key("main", "503"))
+    evaluate(fleet)
+
+    detail = Alert.objects.get(rule__kind=Kind.ENDPOINT_ERROR).context["detail"]
+    assert "Last seen by poll_endpoints 10 min ago" in detail
 
 
 def test_a_slow_start_alerts_past_its_threshold_and_resolves_once_started(

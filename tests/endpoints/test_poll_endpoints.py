@@ -11,6 +11,7 @@ import pytest
 from django.core.management import call_command
 
 from tests.endpoints.conftest import A100, BOOT_S, H200, MODEL, Fleet
+from together_dash.endpoints import tasks
 from together_dash.endpoints.models import DELETED, Endpoint, EndpointStateChange, Hardware
 from together_dash.endpoints.polling import POLLER
 from together_dash.pollers.models import PollerHeartbeat, PollerKeyState
@@ -192,6 +193,16 @@ def test_the_poller_is_scheduled_and_has_a_heartbeat(fleet: Fleet) -> None:
 
     assert BY_NAME[POLLER].task == "together_dash.endpoints.tasks.poll_endpoints"
     assert PollerHeartbeat.objects.get(name=POLLER).last_success == fleet.now
+
+
+def test_the_celery_task_runs_the_poll_under_its_task_id(fleet: Fleet) -> None:
+    fleet.create()
+
+    result = tasks.poll_endpoints.apply(task_id="endpoints-task-1")
+
+    assert result.successful()
+    assert Endpoint.objects.count() == 1
+    assert PollerHeartbeat.objects.get(name=POLLER).last_success is not None
 
 
 def test_the_command_runs_the_same_poll(fleet: Fleet) -> None:

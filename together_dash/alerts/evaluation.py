@@ -21,11 +21,13 @@ from together_dash.alerts.kinds import Kind
 from together_dash.alerts.models import Alert, AlertRule, Notification
 from together_dash.catalog.models import ModelInfo
 from together_dash.endpoints.models import BOOTING, Endpoint
+from together_dash.endpoints.polling import POLLER as ENDPOINTS_POLLER
 from together_dash.endpoints.usage import EndpointUsage, duration_text, requests_since, usage_today
 from together_dash.jobs.models import BatchJob, FineTuneJob
 from together_dash.keys.models import RateLimitSnapshot, TogetherKey
 from together_dash.pollers.models import PollerKeyState
 from together_dash.pollers.runs import stale_pollers
+from together_dash.pollers.schedule import interval_for
 from together_dash.proxy.metrics import dropped_logs_total
 from together_dash.together.types import EndpointState
 from together_dash.traffic.models import APP_KEY_REJECTED, ErrorGroup, RequestLog
@@ -364,12 +366,19 @@ def _threshold(rule: AlertRule) -> timedelta:
     return timedelta(minutes=max(0.0, rule.threshold))
 
 
-def _endpoint_entry(usage: EndpointUsage, detail: str, fix: str) -> tuple[str, dict[str, Any]]:
+def _endpoint_entry(
+    usage: EndpointUsage, detail: str, fix: str, unseen_for: timedelta | None
+) -> tuple[str, dict[str, Any]]:
     endpoint = usage.endpoint
     per_hour = usage.price_per_hour
     if per_hour is not None:
         running = f"{endpoint.hardware} x {endpoint.replicas}"
         detail += f" It bills ${per_hour:.2f} an hour while STARTED ({running})."
+    if unseen_for is not None:
+        detail += (
+            f" Last seen by poll_endpoints {duration_text(unseen_for.total_seconds())} ago"
+            " (its key's polls fail): its state may have changed since."
+        )
     context = {
         "detail": detail,
         "fix": fix,
@@ -387,10 +396,16 @@ def _endpoints_firing(
 ) -> Firing:
     """One subject per endpoint: the detail `describe` writes, what it bills, and the fix ({id}: its id)."""
     endpoints = list(endpoints)
+    if not endpoints:
+        return {}
+    # A state older than two poll intervals is said to be so: alerting on it is still the safe side.
+    fresh = timedelta(seconds=2 * interval_for(ENDPOINTS_POLLER))
     firing: Firing = {}
-    for usage in usage_today(endpoints, now) if endpoints else []:
+    for usage in usage_today(endpoints, now):
         endpoint_id = usage.endpoint.endpoint_id
-        entry = _endpoint_entry(usage, describe(usage.endpoint), fix.replace("{id}", endpoint_id))
+        unseen = now - usage.endpoint.last_seen
+        stale = unseen if unseen > fresh else None
+        entry = _endpoint_entry(usage, describe(usage.endpoint), fix.replace("{id}", endpoint_id), stale)
         firing[f"endpoint:{endpoint_id}"] = entry
     return firing
 
