@@ -89,6 +89,7 @@ INSTALLED_APPS = [
     "together_dash.catalog",
     "together_dash.jobs",
     "together_dash.billing",
+    "together_dash.endpoints",
     "together_dash.pollers",
     "together_dash.datasets",
     "together_dash.diagnostics",

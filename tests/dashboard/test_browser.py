@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -22,9 +23,12 @@ from django.db import connections
 from django.test import Client
 from django.test.testcases import LiveServerThread
 from django.urls import reverse
+from django.utils import timezone
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, sync_playwright
 
+from together_dash.endpoints.polling import Listing, store_endpoints, store_hardware
 from together_dash.jobs.models import FineTuneJob
+from together_dash.together import types
 from together_dash.together.errors import TAXONOMY
 from together_dash.traffic.models import ErrorGroup
 
@@ -268,6 +272,7 @@ def test_every_page_renders_on_a_phone_without_console_errors(
     page_for: Any, viewer: User, world: dict[str, Any]
 ) -> None:
     group = ErrorGroup.objects.get(kind="model_not_found")
+    endpoint = _idle_endpoint(world["prod"].id)
     pages = {
         "overview": "/",
         "errors": reverse("dashboard-errors"),
@@ -279,6 +284,8 @@ def test_every_page_renders_on_a_phone_without_console_errors(
         "key-usage": reverse("dashboard-keys"),
         "key": reverse("dashboard-key", args=[world["prod"].id]),
         "runway": reverse("dashboard-runway"),
+        "endpoints": reverse("endpoints-list"),
+        "endpoint": reverse("endpoints-detail", args=[endpoint]),
     }
     page = page_for(viewer, viewport=PHONE)
     for name, path in pages.items():
@@ -317,6 +324,20 @@ def test_a_key_admin_enters_the_balance_and_the_overview_counts_down_from_it(
     assert page.inner_text('#runway [data-value="burn"]').startswith("< $0.01 per hour")
     assert "days" in page.inner_text('#runway [data-value="hours"]')
     shoot(page, "overview-runway")
+
+
+def _idle_endpoint(key_id: int) -> str:
+    """A STARTED dedicated endpoint with no timeout on priced hardware, stored as the poller stores one."""
+    now = timezone.now()
+    a100 = types.Hardware("1x_nvidia_a100_80gb_sxm", Decimal("4.27"), "a100-80gb", "sxm", 80, 1)
+    store_hardware([a100], now)
+    listed = types.DedicatedEndpoint(
+        id="endpoint-0b7e", name="acme/Llama-3.3-70B-Instruct-Turbo-0b7e", model=LLAMA,
+        hardware="1x_nvidia_a100_80gb_sxm", state="STARTED", display_name="Support bot", min_replicas=1,
+        max_replicas=2,
+    )
+    store_endpoints({key_id: Listing([listed], [])}, now - timedelta(hours=2))
+    return listed.id
 
 
 def test_an_empty_overview_says_what_to_do_instead_of_blank_charts(page_for: Any, viewer: User) -> None:

@@ -66,6 +66,8 @@ PAGE_ROUTES = (
     "fine-tunes/<str:job_id>/",
     "batches/",
     "batches/<str:batch_id>/remainder.jsonl",
+    "endpoints/",
+    "endpoints/<str:endpoint_id>/",
     "dashboard/keys/",
     "dashboard/keys/<int:key_id>/",
     "dashboard/runway/",

@@ -628,3 +628,37 @@ def test_the_async_client_streams_and_uploads_files(sleeps):
     assert b"".join(chunks) == content and len(chunks) == 10
     assert uploaded.data.id == FILE["id"]
     assert b'filename="t.jsonl"' in recorder.requests[1].content
+
+
+# ---- dedicated endpoints and hardware ------------------------------------------------------------------
+
+def test_list_endpoints_asks_for_dedicated_ones_and_drops_serverless_entries(make_client) -> None:
+    listing = {"object": "list", "data": [
+        {"id": "endpoint-1", "name": "org/mine-1", "model": "m", "hardware": "hw", "type": "dedicated",
+         "state": "STARTED", "autoscaling": {"min_replicas": 1, "max_replicas": 3}, "inactive_timeout": 0},
+        {"id": "endpoint-2", "name": "m", "model": "m", "type": "serverless", "state": "STARTED"},
+    ]}
+    client, recorder = make_client(ok(listing))
+
+    endpoints = client.list_endpoints().data
+
+    assert recorder.requests[0].url.params["type"] == "dedicated"
+    assert [e.id for e in endpoints] == ["endpoint-1"]
+    assert (endpoints[0].min_replicas, endpoints[0].max_replicas) == (1, 3)
+    assert endpoints[0].inactive_timeout is None  # 0: never stops by itself
+
+
+def test_list_hardware_reads_prices_exactly(make_client) -> None:
+    body = b'{"data": [{"id": "hw", "pricing": {"cents_per_minute": 0.1000000000000000055}}]}'
+    client, _ = make_client(httpx.Response(200, content=body, headers={"content-type": "application/json"}))
+
+    assert client.list_hardware().data[0].cents_per_minute == Decimal("0.1000000000000000055")
+
+
+def test_an_endpoint_listing_without_ids_is_a_bad_response(make_client) -> None:
+    client, _ = make_client(ok({"data": [{"name": "no id", "type": "dedicated"}]}))
+
+    with pytest.raises(TogetherAPIError) as raised:
+        client.list_endpoints()
+
+    assert raised.value.kind == "bad_response"

@@ -9,7 +9,7 @@ module returns the notifications it wrote and tasks.py hands them to the workers
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -20,11 +20,16 @@ from together_dash.alerts.emails import absolute
 from together_dash.alerts.kinds import Kind
 from together_dash.alerts.models import Alert, AlertRule, Notification
 from together_dash.catalog.models import ModelInfo
+from together_dash.endpoints.models import BOOTING, Endpoint
+from together_dash.endpoints.polling import POLLER as ENDPOINTS_POLLER
+from together_dash.endpoints.usage import EndpointUsage, duration_text, requests_since, usage_today
 from together_dash.jobs.models import BatchJob, FineTuneJob
 from together_dash.keys.models import RateLimitSnapshot, TogetherKey
 from together_dash.pollers.models import PollerKeyState
 from together_dash.pollers.runs import stale_pollers
+from together_dash.pollers.schedule import interval_for
 from together_dash.proxy.metrics import dropped_logs_total
+from together_dash.together.types import EndpointState
 from together_dash.traffic.models import APP_KEY_REJECTED, ErrorGroup, RequestLog
 from together_dash.traffic.rollups import billing_errors_since, minute_totals_since, unpriced_models_since
 
@@ -354,6 +359,115 @@ def unpriced_model(rule: AlertRule, now: datetime) -> Firing:
     return firing
 
 
+# ---- dedicated endpoints: thresholds in minutes ------------------------------------------------------
+
+
+def _threshold(rule: AlertRule) -> timedelta:
+    return timedelta(minutes=max(0.0, rule.threshold))
+
+
+def _endpoint_entry(
+    usage: EndpointUsage, detail: str, fix: str, unseen_for: timedelta | None
+) -> tuple[str, dict[str, Any]]:
+    endpoint = usage.endpoint
+    per_hour = usage.price_per_hour
+    if per_hour is not None:
+        running = f"{endpoint.hardware} x {endpoint.replicas}"
+        detail += f" It bills ${per_hour:.2f} an hour while STARTED ({running})."
+    if unseen_for is not None:
+        detail += (
+            f" Last seen by poll_endpoints {duration_text(unseen_for.total_seconds())} ago"
+            " (its key's polls fail): its state may have changed since."
+        )
+    context = {
+        "detail": detail,
+        "fix": fix,
+        "path": reverse("endpoints-detail", args=[endpoint.endpoint_id]),
+        "endpoint_id": endpoint.endpoint_id,
+        "endpoint_name": endpoint.name,
+        "per_hour_usd": None if per_hour is None else f"{per_hour:.2f}",
+        "cost_today_usd": None if usage.cost is None else f"{usage.cost:.2f}",
+    }
+    return f"endpoint {endpoint.name}", context
+
+
+def _endpoints_firing(
+    endpoints: Iterable[Endpoint], now: datetime, describe: Callable[[Endpoint], str], fix: str
+) -> Firing:
+    """One subject per endpoint: the detail `describe` writes, what it bills, and the fix ({id}: its id)."""
+    endpoints = list(endpoints)
+    if not endpoints:
+        return {}
+    # A state older than two poll intervals is said to be so: alerting on it is still the safe side.
+    fresh = timedelta(seconds=2 * interval_for(ENDPOINTS_POLLER))
+    firing: Firing = {}
+    for usage in usage_today(endpoints, now):
+        endpoint_id = usage.endpoint.endpoint_id
+        unseen = now - usage.endpoint.last_seen
+        stale = unseen if unseen > fresh else None
+        entry = _endpoint_entry(usage, describe(usage.endpoint), fix.replace("{id}", endpoint_id), stale)
+        firing[f"endpoint:{endpoint_id}"] = entry
+    return firing
+
+
+def endpoint_idle(rule: AlertRule, now: datetime) -> Firing:
+    """STARTED for at least <threshold> minutes with no request recorded to it within them."""
+    quiet = _threshold(rule)
+    started = list(Endpoint.objects.in_state_since((EndpointState.STARTED,), now - quiet))
+    seen = requests_since([e.name for e in started], now - quiet, now)
+    return _endpoints_firing(
+        [e for e in started if not seen.get(e.name)],
+        now,
+        lambda e: (
+            f"STARTED since {e.state_since:%Y-%m-%d %H:%M} UTC with no request recorded to {e.name}"
+            f" in the last {duration_text(quiet.total_seconds())}."
+        ),
+        'stop it (PATCH /v1/endpoints/{id} with {"state": "STOPPED"}) or set an inactive_timeout;'
+        " if its traffic bypasses the dashboard, send it through the proxy or the ingest API.",
+    )
+
+
+def endpoint_no_timeout(rule: AlertRule, now: datetime) -> Firing:
+    """STARTED for more than <threshold> minutes with no inactive_timeout."""
+    started = Endpoint.objects.in_state_since((EndpointState.STARTED,), now - _threshold(rule))
+    return _endpoints_firing(
+        started.filter(inactive_timeout__isnull=True),
+        now,
+        lambda e: f"{e.name} has no inactive_timeout: it never stops by itself.",
+        'set one: PATCH /v1/endpoints/{id} with {"inactive_timeout": 60} (minutes).',
+    )
+
+
+def endpoint_error(rule: AlertRule, now: datetime) -> Firing:
+    """In ERROR for more than <threshold> minutes."""
+    return _endpoints_firing(
+        Endpoint.objects.in_state_since((EndpointState.ERROR,), now - _threshold(rule)),
+        now,
+        lambda e: f"{e.name} has been in ERROR since {e.state_since:%Y-%m-%d %H:%M} UTC.",
+        "check the hardware's availability (GET /v1/hardware?model=...), then restart it"
+        " or use other hardware.",
+    )
+
+
+def endpoint_slow_start(rule: AlertRule, now: datetime) -> Firing:
+    """PENDING or STARTING for more than <threshold> minutes in a row."""
+
+    def describe(endpoint: Endpoint) -> str:
+        since = endpoint.booting_since or endpoint.state_since
+        waited = duration_text((now - since).total_seconds())
+        return (
+            f"{endpoint.name} has been starting ({endpoint.state})"
+            f" since {since:%Y-%m-%d %H:%M} UTC, {waited}."
+        )
+
+    return _endpoints_firing(
+        Endpoint.objects.listed().filter(state__in=BOOTING, booting_since__lte=now - _threshold(rule)),
+        now,
+        describe,
+        "the hardware may be short: check its availability, or stop it and start it on other hardware.",
+    )
+
+
 EVALUATORS: dict[str, Callable[[AlertRule, datetime], Firing]] = {
     Kind.BILLING: billing_backstop,
     Kind.KEY_INVALID: key_invalid,
@@ -367,6 +481,10 @@ EVALUATORS: dict[str, Callable[[AlertRule, datetime], Firing]] = {
     Kind.LOGS_DROPPED: logs_dropped,
     Kind.APP_KEY_REJECTED: app_key_rejected,
     Kind.UNPRICED_MODEL: unpriced_model,
+    Kind.ENDPOINT_IDLE: endpoint_idle,
+    Kind.ENDPOINT_NO_TIMEOUT: endpoint_no_timeout,
+    Kind.ENDPOINT_ERROR: endpoint_error,
+    Kind.ENDPOINT_SLOW_START: endpoint_slow_start,
 }
 # Billing resolves on a successful call (on_recorded), not because a poll stopped seeing the 402.
 RESOLVED_ELSEWHERE = {Kind.BILLING}

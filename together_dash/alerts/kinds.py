@@ -20,6 +20,10 @@ class Kind(models.TextChoices):
     LOGS_DROPPED = "logs_dropped", "Proxy dropped request logs"
     APP_KEY_REJECTED = "app_key_rejected", "App key rejected by the proxy"
     UNPRICED_MODEL = "unpriced_model", "Unpriced model in use"
+    ENDPOINT_IDLE = "endpoint_idle", "Dedicated endpoint billing with no traffic"
+    ENDPOINT_NO_TIMEOUT = "endpoint_no_timeout", "Dedicated endpoint with no inactive timeout"
+    ENDPOINT_ERROR = "endpoint_error", "Dedicated endpoint in ERROR"
+    ENDPOINT_SLOW_START = "endpoint_slow_start", "Dedicated endpoint slow to start"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,11 @@ DEFAULTS: dict[str, KindDefaults] = {
         threshold=20, window_minutes=15, renotify_minutes=0, notify_resolved=False
     ),
     Kind.UNPRICED_MODEL: KindDefaults(threshold=1, window_minutes=60, renotify_minutes=1440),
+    # Thresholds in minutes. An idle endpoint bills every minute: remind every few hours while it does.
+    Kind.ENDPOINT_IDLE: KindDefaults(threshold=30, window_minutes=0, renotify_minutes=240),
+    Kind.ENDPOINT_NO_TIMEOUT: KindDefaults(threshold=60, window_minutes=0, renotify_minutes=1440),
+    Kind.ENDPOINT_ERROR: KindDefaults(threshold=0, window_minutes=0, renotify_minutes=240),
+    Kind.ENDPOINT_SLOW_START: KindDefaults(threshold=20, window_minutes=0, renotify_minutes=0),
 }
 
 # What threshold and window mean for each kind, shown as help in the admin and on the alerts page.
@@ -71,6 +80,12 @@ MEANING: dict[str, str] = {
     Kind.APP_KEY_REJECTED: "at least <threshold> requests with one missing, unknown, revoked or expired"
     " app key refused by the proxy within the window (they never reached Together)",
     Kind.UNPRICED_MODEL: "at least <threshold> requests to a model with no price within <window> minutes",
+    Kind.ENDPOINT_IDLE: "a dedicated endpoint STARTED for at least <threshold> minutes with no request"
+    " recorded to it in the last <threshold> minutes (it bills per minute all the same)",
+    Kind.ENDPOINT_NO_TIMEOUT: "a dedicated endpoint STARTED for more than <threshold> minutes with no"
+    " inactive_timeout (it never stops by itself)",
+    Kind.ENDPOINT_ERROR: "a dedicated endpoint in ERROR for more than <threshold> minutes",
+    Kind.ENDPOINT_SLOW_START: "a dedicated endpoint PENDING or STARTING for more than <threshold> minutes",
 }
 
 

@@ -4,10 +4,30 @@ from __future__ import annotations
 import json
 
 from together_dash.together.client import TogetherClient
-from together_dash.together.types import BatchJob, FineTuneJob
+from together_dash.together.types import BatchJob, DedicatedEndpoint, FineTuneJob
 
 FINETUNE_MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo"
 BATCH_MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo"
+IDLE_ENDPOINT_MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo"
+IDLE_ENDPOINT_HARDWARE = "1x_nvidia_a100_80gb_sxm"
+IDLE_ENDPOINT_NAME = "Demo: forgotten endpoint"
+
+
+def ensure_idle_endpoint(client: TogetherClient) -> DedicatedEndpoint | None:
+    """A dedicated endpoint that nobody calls and that never stops by itself, unless one is listed already.
+
+    It is what the endpoints page and its alerts are for: it bills by the minute with no traffic.
+    Returns the endpoint created, or None when the account has one.
+    """
+    if any(e.display_name == IDLE_ENDPOINT_NAME for e in client.list_endpoints().data):
+        return None
+    return client.create_endpoint(
+        model=IDLE_ENDPOINT_MODEL,
+        hardware=IDLE_ENDPOINT_HARDWARE,
+        display_name=IDLE_ENDPOINT_NAME,
+        autoscaling={"min_replicas": 1, "max_replicas": 1},
+        inactive_timeout=None,
+    ).data
 
 
 def start_fine_tune(

@@ -34,6 +34,8 @@ PERIODIC_TASKS: tuple[PeriodicTaskSpec, ...] = (
     PeriodicTaskSpec("check_keys", "together_dash.keys.tasks.check_keys", 300, 60),
     # Together reports billing usage in finished hourly windows: once an hour catches each one.
     PeriodicTaskSpec("poll_billing", "together_dash.billing.tasks.poll_billing", 3600, 300),
+    # Endpoints bill by the minute: a state change is dated to within this interval.
+    PeriodicTaskSpec("poll_endpoints", "together_dash.endpoints.tasks.poll_endpoints", 60, 15),
     PeriodicTaskSpec("prune_request_logs", "together_dash.traffic.tasks.prune_request_logs", 3600, 3600),
     # Also enqueued after every catalog change; the schedule is its backstop.
     PeriodicTaskSpec("backfill_costs", "together_dash.traffic.tasks.backfill_costs", 3600, 600),

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
+from decimal import Decimal
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Generic, Self, TypeVar
@@ -20,9 +22,11 @@ from together_dash.together.ratelimits import RateLimitInfo, parse_ratelimit_hea
 from together_dash.together.types import (
     BatchJob,
     BillingUsageReport,
+    DedicatedEndpoint,
     FileObject,
     FineTuneEvent,
     FineTuneJob,
+    Hardware,
     Model,
     WhoAmI,
 )
@@ -165,6 +169,26 @@ def _billing_usage_call(
     params = {"month": month, "granularity": granularity}
     params.update({name: value for name, value in optional.items() if value})
     return _Call("GET", "/billing/usage", BillingUsageReport.from_json, params=params)
+
+
+def _dedicated_endpoints(data: Any) -> list[DedicatedEndpoint]:
+    # The listing also holds Together's serverless endpoints when a server ignores the type filter.
+    entries = [item for item in _items(data) if isinstance(item, Mapping)]
+    dedicated = [item for item in entries if item.get("type", "dedicated") == "dedicated"]
+    return [DedicatedEndpoint.from_json(item) for item in dedicated]
+
+
+def _hardware_list(content: bytes) -> list[Hardware]:
+    # Prices are JSON numbers (cents per minute): read as Decimal, never through a float.
+    return [Hardware.from_json(item) for item in _items(json.loads(content, parse_float=Decimal))]
+
+
+_ENDPOINTS_CALL = _Call("GET", "/endpoints", _dedicated_endpoints, params={"type": "dedicated"})
+_HARDWARE_CALL = _Call("GET", "/hardware", _hardware_list, binary=True)
+
+
+def _create_endpoint_call(params: Mapping[str, Any]) -> _Call[DedicatedEndpoint]:
+    return _Call("POST", "/endpoints", DedicatedEndpoint.from_json, json=dict(params), idempotent=False)
 
 
 def _create_fine_tune_call(params: Mapping[str, Any]) -> _Call[FineTuneJob]:
@@ -380,6 +404,18 @@ class TogetherClient(_BaseClient):
         """GET /billing/usage: one page of the finished billing windows of a month (YYYY-MM)."""
         return self._run(_billing_usage_call(month, granularity, after, limit, organization_id))
 
+    def list_endpoints(self) -> ApiResult[list[DedicatedEndpoint]]:
+        """GET /endpoints?type=dedicated: the dedicated endpoints the key can see."""
+        return self._run(_ENDPOINTS_CALL)
+
+    def list_hardware(self) -> ApiResult[list[Hardware]]:
+        """GET /hardware: every hardware configuration and its price per minute, exactly."""
+        return self._run(_HARDWARE_CALL)
+
+    def create_endpoint(self, **params: Any) -> ApiResult[DedicatedEndpoint]:
+        """POST /endpoints (model, hardware, autoscaling, inactive_timeout...): it bills while running."""
+        return self._run(_create_endpoint_call(params))
+
     def list_fine_tunes(self) -> ApiResult[list[FineTuneJob]]:
         """GET /fine-tunes (truncated job objects)."""
         return self._run(_Call("GET", "/fine-tunes", _list_of(FineTuneJob.from_json)))
@@ -531,6 +567,18 @@ class AsyncTogetherClient(_BaseClient):
     ) -> ApiResult[BillingUsageReport]:
         """GET /billing/usage: one page of the finished billing windows of a month (YYYY-MM)."""
         return await self._run(_billing_usage_call(month, granularity, after, limit, organization_id))
+
+    async def list_endpoints(self) -> ApiResult[list[DedicatedEndpoint]]:
+        """GET /endpoints?type=dedicated: the dedicated endpoints the key can see."""
+        return await self._run(_ENDPOINTS_CALL)
+
+    async def list_hardware(self) -> ApiResult[list[Hardware]]:
+        """GET /hardware: every hardware configuration and its price per minute, exactly."""
+        return await self._run(_HARDWARE_CALL)
+
+    async def create_endpoint(self, **params: Any) -> ApiResult[DedicatedEndpoint]:
+        """POST /endpoints (model, hardware, autoscaling, inactive_timeout...): it bills while running."""
+        return await self._run(_create_endpoint_call(params))
 
     async def list_fine_tunes(self) -> ApiResult[list[FineTuneJob]]:
         """GET /fine-tunes (truncated job objects)."""

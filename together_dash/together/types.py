@@ -498,3 +498,102 @@ class BillingUsageReport:
             latest_window_end=_datetime(data.get("latest_window_end")),
             next_cursor=_str(data.get("next_cursor")) or None,
         )
+
+
+# ---- dedicated endpoints and hardware (GET /v1/endpoints, GET /v1/hardware; ref §8.4) -----------------
+
+class EndpointState:
+    """A dedicated endpoint's states (ref §8.4)."""
+
+    PENDING = "PENDING"
+    STARTING = "STARTING"
+    STARTED = "STARTED"
+    STOPPING = "STOPPING"
+    STOPPED = "STOPPED"
+    ERROR = "ERROR"
+
+    ALL: tuple[str, ...] = (PENDING, STARTING, STARTED, STOPPING, STOPPED, ERROR)
+
+
+def _price(value: Any) -> Decimal | None:
+    """A price read with parse_float=Decimal (or an integer or decimal string), exactly; else None."""
+    if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
+        return None
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() and number >= 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class DedicatedEndpoint:
+    """One dedicated endpoint of GET /v1/endpoints: `name` is what inference requests send as model."""
+
+    id: str
+    name: str
+    model: str
+    hardware: str
+    state: str
+    type: str = "dedicated"
+    display_name: str | None = None
+    owner: str | None = None
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    inactive_timeout: int | None = None  # minutes; None or 0: never stops by itself
+    created_at: datetime | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Self:
+        data = _mapping(data)
+        scaling = data.get("autoscaling") if isinstance(data.get("autoscaling"), Mapping) else {}
+        return cls(
+            id=_required_id(data),
+            name=_str(data.get("name")) or "",
+            model=_str(data.get("model")) or "",
+            hardware=_str(data.get("hardware")) or "",
+            state=(_str(data.get("state")) or "").upper(),
+            type=_str(data.get("type")) or "dedicated",
+            display_name=_str(data.get("display_name")),
+            owner=_str(data.get("owner")),
+            min_replicas=_int(scaling.get("min_replicas")),
+            max_replicas=_int(scaling.get("max_replicas")),
+            inactive_timeout=_int(data.get("inactive_timeout")) or None,
+            created_at=_datetime(data.get("created_at")),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Hardware:
+    """One hardware configuration of GET /v1/hardware; Together prices it in cents per minute."""
+
+    id: str
+    cents_per_minute: Decimal | None = None
+    gpu_type: str | None = None
+    gpu_link: str | None = None
+    gpu_memory: int | None = None  # GB per GPU
+    gpu_count: int | None = None
+    availability: str | None = None  # only with a model filter: available | unavailable | insufficient
+    updated_at: datetime | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Self:
+        """Build from a hardware object parsed with parse_float=Decimal, so the price stays exact."""
+        data = _mapping(data)
+        pricing = data.get("pricing") if isinstance(data.get("pricing"), Mapping) else {}
+        specs = data.get("specs") if isinstance(data.get("specs"), Mapping) else {}
+        availability = data.get("availability") if isinstance(data.get("availability"), Mapping) else {}
+        return cls(
+            id=_required_id(data),
+            cents_per_minute=_price(pricing.get("cents_per_minute")),
+            gpu_type=_str(specs.get("gpu_type")),
+            gpu_link=_str(specs.get("gpu_link")),
+            gpu_memory=_int(specs.get("gpu_memory")),
+            gpu_count=_int(specs.get("gpu_count")),
+            availability=_str(availability.get("status")),
+            updated_at=_datetime(data.get("updated_at")),
+            raw=data,
+        )

@@ -1,4 +1,5 @@
-"""Demo mode only: keep fine-tunes and batches going on the simulator, so the pollers have work to show."""
+"""Demo mode only: an idle dedicated endpoint, and fine-tunes and batches kept going on the simulator, so the
+pollers have work to show."""
 from __future__ import annotations
 
 import itertools
@@ -8,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from together_dash.demo.jobs import batch_lines, start_batch, start_fine_tune
+from together_dash.demo.jobs import batch_lines, ensure_idle_endpoint, start_batch, start_fine_tune
 from together_dash.keys.models import TogetherKey
 from together_dash.together.client import TogetherAPIError, TogetherClient
 
@@ -19,8 +20,9 @@ DEMO_BATCH_LINES = 2000
 
 class Command(BaseCommand):
     help = (
-        "Demo mode only: start a fine-tune (every other one fails with user_error) and a batch with some "
-        "failing requests on the simulator now and every --every seconds, until interrupted."
+        "Demo mode only: create an idle dedicated endpoint (once), then start a fine-tune (every other one "
+        "fails with user_error) and a batch with some failing requests on the simulator now and every "
+        "--every seconds, until interrupted."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -36,6 +38,7 @@ class Command(BaseCommand):
             raise CommandError("No active upstream key: run manage.py bootstrap first.")
         with TogetherClient(key.secret, base_url=settings.TOGETHER_BASE_URL, max_retries=0) as client:
             self._wait_for_upstream(client)
+            self._idle_endpoint(client)
             for round_number in itertools.count():
                 self._start_round(client, failing=round_number % 2 == 1)
                 if options["once"]:
@@ -53,6 +56,16 @@ class Command(BaseCommand):
                     url = settings.TOGETHER_BASE_URL
                     raise CommandError(f"The simulator at {url} did not answer.") from None
                 time.sleep(1.0)
+
+    def _idle_endpoint(self, client: TogetherClient) -> None:
+        try:
+            endpoint = ensure_idle_endpoint(client)
+        except TogetherAPIError as exc:
+            self.stderr.write(f"demo_jobs: could not create the idle endpoint: {exc.kind}: {exc}")
+            return
+        if endpoint is not None:
+            name = endpoint.name
+            self.stdout.write(f"demo_jobs: created the idle dedicated endpoint {name} (no inactive timeout)")
 
     def _start_round(self, client: TogetherClient, failing: bool) -> None:
         try:
