@@ -28,4 +28,5 @@ urlpatterns = [
     re_path(r"^tools/datasets/(?P<rest>.*)$", require_GET(RedirectView.as_view(url="/datasets/%(rest)s"))),
     re_path(r"^tools/preflight/$", require_GET(RedirectView.as_view(url="/diagnostics/preflight/"))),
     path("alerts/", include("together_dash.alerts.urls")),
+    path("budgets/", include("together_dash.budgets.urls")),
 ]

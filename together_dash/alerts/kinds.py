@@ -20,6 +20,8 @@ class Kind(models.TextChoices):
     LOGS_DROPPED = "logs_dropped", "Proxy dropped request logs"
     APP_KEY_REJECTED = "app_key_rejected", "App key rejected by the proxy"
     UNPRICED_MODEL = "unpriced_model", "Unpriced model in use"
+    BUDGET = "budget", "Spend budget threshold reached"
+    SPEND_ANOMALY = "spend_anomaly", "Spend anomaly"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,10 @@ DEFAULTS: dict[str, KindDefaults] = {
         threshold=20, window_minutes=15, renotify_minutes=0, notify_resolved=False
     ),
     Kind.UNPRICED_MODEL: KindDefaults(threshold=1, window_minutes=60, renotify_minutes=1440),
+    # Each threshold of each budget speaks once per period; the period's end resolves it silently
+    # (PagerDuty still gets its resolve).
+    Kind.BUDGET: KindDefaults(threshold=1, window_minutes=0, renotify_minutes=0, notify_resolved=False),
+    Kind.SPEND_ANOMALY: KindDefaults(threshold=2, window_minutes=60, renotify_minutes=0),
 }
 
 # What threshold and window mean for each kind, shown as help in the admin and on the alerts page.
@@ -71,6 +77,10 @@ MEANING: dict[str, str] = {
     Kind.APP_KEY_REJECTED: "at least <threshold> requests with one missing, unknown, revoked or expired"
     " app key refused by the proxy within the window (they never reached Together)",
     Kind.UNPRICED_MODEL: "at least <threshold> requests to a model with no price within <window> minutes",
+    Kind.BUDGET: "a budget's spend reached one of its thresholds (set per budget on /budgets/) in its"
+    " period; once per threshold and period",
+    Kind.SPEND_ANOMALY: "an upstream key and model spent more than <threshold> times the same hour's"
+    " 7-day average within the last <window> minutes (and at least SPEND_ANOMALY_MIN_USD)",
 }
 
 
