@@ -245,7 +245,8 @@ PROXY_MAX_BODY_BYTES = env.int("PROXY_MAX_BODY_BYTES", default=100 * 1024 * 1024
 # (httpx's own pool); bench/upstream_transport.py compares them.
 PROXY_UPSTREAM_TRANSPORT = env.str("PROXY_UPSTREAM_TRANSPORT", default="lean")
 # Enforced app-key budgets (together_dash/budgets): seconds between the proxy's reads of the shared spend
-# counters; an app key over its budget is refused within about this long. 0 turns enforcement off.
+# counters; an app key over its budget is refused within about this long. 0: the proxy never learns of
+# any spend, so nothing is enforced.
 PROXY_BUDGET_SYNC_SECONDS = env.float("PROXY_BUDGET_SYNC_SECONDS", default=1.0)
 
 # Prometheus at /metrics (together_dash/metrics): off until METRICS_TOKEN is set (a 404 and, with DEBUG

@@ -62,8 +62,9 @@ class ProxyConfig:
     max_connections: int = 512
     keepalive_expiry: float = 5.0
     upstream_transport: str = "lean"
-    # Enforced app-key budgets: how often the proxy reads the shared spend counters (0: not enforced).
-    budget_sync_seconds: float = 1.0
+    # Enforced app-key budgets: how often the proxy reads the shared spend counters. 0: never in the
+    # background (tests call proxy.budgets.sync() themselves); servers read PROXY_BUDGET_SYNC_SECONDS.
+    budget_sync_seconds: float = 0.0
     # In a server process, everything loaded at startup (Django, the apps) lives as long as the process:
     # gc.freeze() keeps the collector from walking it again and again, which showed as p99 spikes.
     freeze_gc_at_start: bool = False
@@ -159,8 +160,8 @@ class Proxy:
         )
         self.limiter = MinuteLimiter(CacheCounter())
         self.limiter.start()
-        self.budgets = BudgetGuard() if self.config.budget_sync_seconds > 0 else None
-        if self.budgets is not None:
+        self.budgets = BudgetGuard()
+        if self.config.budget_sync_seconds > 0:
             self.budgets.start(self.config.budget_sync_seconds)
         self.shared = Collaborators(
             credentials=self.credentials,
@@ -199,8 +200,7 @@ class Proxy:
         await self.transport.aclose()
         await asyncio.to_thread(self.flusher.stop, SHUTDOWN_DRAIN_SECONDS)
         await asyncio.to_thread(self.limiter.stop)
-        if self.budgets is not None:
-            await asyncio.to_thread(self.budgets.stop)
+        await asyncio.to_thread(self.budgets.stop)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._key_thread, close_database_connections)
         self._key_thread.shutdown(wait=True)
