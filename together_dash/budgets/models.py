@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -142,5 +142,5 @@ def period_bounds(period: str, now: datetime) -> tuple[datetime, datetime]:
 def format_usd(amount: Decimal) -> str:
     """Cents, with thousands separators; an amount under a cent keeps its digits (never shown as 0.00)."""
     if amount == 0 or abs(amount) >= Decimal("0.01"):
-        return f"{amount:,.2f}"
+        return f"{amount.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):,.2f}"
     return format(amount.quantize(Decimal("0.00000001")).normalize(), "f")
