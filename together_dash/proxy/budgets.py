@@ -141,6 +141,8 @@ class BudgetGuard:
         return last is None or time.monotonic() - last >= every
 
     def _reload_if_due(self) -> None:
+        from together_dash.budgets import counters
+
         if not self._due(self._loaded_at, self.reload_seconds):
             return
         try:
@@ -149,6 +151,7 @@ class BudgetGuard:
             connection.close()  # this thread serves no request: Django would never replace it
             raise
         self._loaded_at = time.monotonic()
+        counters.publish_enforced(budget.app_key_id for budget in self._budgets)
 
     def _note_failure(self, exc: Exception) -> None:
         if not self._failing:
