@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -43,6 +44,7 @@ def recreate_database(base: str, name: str) -> None:
 
 def measure_one(size: int, runs: int) -> dict:
     """In a process whose DATABASE_URL names the scratch database: migrate, load, time both reads."""
+    sys.path.insert(0, str(ROOT))
     import django
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "together_dash.settings")
@@ -132,9 +134,12 @@ def main() -> None:
     for size in (int(s) for s in args.sizes.split(",")):
         name = f"together_dash_bench_budgets_{size}"
         recreate_database(args.postgres, name)
-        env = {**os.environ, "DATABASE_URL": database_url(args.postgres, name), "DEBUG": "true"}
+        env = {**os.environ, "DATABASE_URL": database_url(args.postgres, name), "DEBUG": "true",
+               "TOGETHER_DASH_VAR_DIR": tempfile.mkdtemp(prefix="bench-budgets-")}
         done = subprocess.run([PYTHON, __file__, "--one", str(size), "--runs", str(args.runs)], cwd=ROOT,
-                              env=env, check=True, capture_output=True, text=True)
+                              env=env, capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(f"size {size} failed:\n{done.stderr[-3000:]}")
         result = json.loads(done.stdout.strip().splitlines()[-1])
         results.append(result)
         rollup, logs = result["rollup_ms"]["p95"], result["request_log_ms"]["p95"]
