@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from django.core.cache import cache
 from django.utils import timezone
 
 from tests.dashboard.conftest import (  # noqa: F401 - fixtures shared with the dashboard tests
+    _fresh_cache,
     fast_passwords,
     key_admin,
     logged_in,
@@ -32,14 +31,6 @@ PRICED = "meta-llama/Llama-3.3-70B-Instruct-Turbo"
 OTHER = "Qwen/Qwen2.5-7B-Instruct-Turbo"
 UNPRICED = "acme/private-finetune"  # in no catalog
 MILLION = 1_000_000
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache() -> Iterator[None]:
-    cache.clear()
-    invalidate_prices()
-    yield
-    cache.clear()
 
 
 @pytest.fixture

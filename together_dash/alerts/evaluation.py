@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.urls import reverse
@@ -467,7 +468,8 @@ def _anomaly_entry(
     if sums["unpriced_requests"]:
         detail += f" At least: {sums['unpriced_requests']} requests had no price and are not counted."
     fix = "look for a runaway client or a retry loop on the Requests page; set a budget to cap an app key."
-    path = reverse("dashboard-requests") + (f"?key={key_id}&model={model}" if key_id else f"?model={model}")
+    query = {"key": key_id, "model": model} if key_id else {"model": model}
+    path = reverse("dashboard-requests") + "?" + urlencode(query)
     context = {"detail": detail, "fix": fix, "path": path, "key_id": key_id, "model": model}
     return f"spend {key_name} · {model_label}", context
 
