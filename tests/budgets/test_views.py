@@ -62,8 +62,15 @@ def test_unpriced_spend_shows_as_at_least_with_its_badge_never_as_zero(
     spend("1", key=key)
     spend("1", key=key, model=UNPRICED)
 
-    daily = row_of(viewer_web.get(reverse("budgets-list")).content.decode(), "prod-monthly")
-    assert "at least $1.00" in daily and "1 unpriced" in daily and "≥ 10.0%" in daily
+    lab = upstream("lab")
+    Budget.objects.create(name="lab-monthly", scope="upstream_key", upstream_key=lab,
+                          amount_usd=Decimal("10"))
+    spend("1", key=lab, model=UNPRICED)
+
+    page = viewer_web.get(reverse("budgets-list")).content.decode()
+    mixed, unpriced_only = row_of(page, "prod-monthly"), row_of(page, "lab-monthly")
+    assert "at least $1.00" in mixed and "1 unpriced" in mixed and "≥ 10.0%" in mixed
+    assert "unknown" in unpriced_only and "1 unpriced" in unpriced_only and "$0.00" not in unpriced_only
 
 
 def test_the_page_needs_a_role_and_the_forms_need_a_key_admin(
