@@ -31,7 +31,7 @@ class BudgetForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.fields["app_key"].queryset = AppKey.objects.filter(status=AppKey.Status.ACTIVE).order_by("name")
         self.fields["upstream_key"].queryset = TogetherKey.objects.order_by("name")
-        self.fields["amount_usd"].widget.attrs.update({"step": "0.01", "min": "0"})
+        self.fields["amount_usd"].widget.attrs.update({"step": "any", "min": "0"})
         if self.instance.pk and isinstance(self.instance.thresholds, list):
             self.initial["thresholds"] = ", ".join(str(t) for t in self.instance.thresholds)
 
