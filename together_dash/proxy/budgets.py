@@ -24,6 +24,8 @@ from decimal import Decimal
 from django.db import Error as DatabaseError
 from django.db import connection
 
+from together_dash.proxy.background import Repeating
+
 logger = logging.getLogger(__name__)
 
 SYNC_SECONDS = 1.0
@@ -95,8 +97,8 @@ class BudgetGuard:
         self._loaded_at: float | None = None
         self._reconciled_at: float | None = None
         self._sync_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # The thread's own database connection is closed when it ends: Django never would.
+        self._syncing = Repeating("proxy-budgets", self.sync, at_once=True, on_exit=_close_connection)
         self._failing = False
 
     def check(self, app_key_id: int) -> OverBudget | None:
@@ -160,22 +162,15 @@ class BudgetGuard:
         self._failing = True
 
     def start(self, every: float = SYNC_SECONDS) -> None:
-        if self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._run, args=(every,), name="proxy-budgets", daemon=True)
-        self._thread.start()
+        self._syncing.start(every)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        self._syncing.stop()
 
-    def _run(self, every: float) -> None:
-        self.sync()
-        while not self._stop.wait(every):
-            self.sync()
-        connection.close()
+
+def _close_connection() -> None:
+    """This thread's connection (`connection.close` looked up elsewhere would be another thread's)."""
+    connection.close()
 
 
 def _bounds(budget: EnforcedBudget, now: datetime) -> tuple[datetime, datetime]:
