@@ -9,6 +9,7 @@ neither true nor false) stops startup, since no value could be given to the sett
 from __future__ import annotations
 
 import secrets
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import environ
@@ -34,6 +35,18 @@ def env_bool(name: str, default: bool) -> bool:
         accepted = "/".join(_BOOLEANS)
         raise ImproperlyConfigured(f"{name}={value!r} is not a boolean: use one of {accepted} (any case).")
     return _BOOLEANS[value.strip().lower()]
+
+
+def env_usd(name: str, default: str) -> Decimal:
+    """Read an amount in USD exactly (a Decimal, never a float); a typo is an error, not 0."""
+    value = env.ENVIRON.get(name, default)
+    try:
+        amount = Decimal(value.strip().removeprefix("$"))
+    except InvalidOperation:
+        raise ImproperlyConfigured(f"{name}={value!r} is not an amount in USD (e.g. 1.50).") from None
+    if not amount.is_finite() or amount < 0:
+        raise ImproperlyConfigured(f"{name}={value!r} must be a positive amount in USD.")
+    return amount
 
 
 def _kept_locally(name: str, make: callable) -> str:
@@ -90,6 +103,7 @@ INSTALLED_APPS = [
     "together_dash.jobs",
     "together_dash.billing",
     "together_dash.endpoints",
+    "together_dash.budgets",
     "together_dash.pollers",
     "together_dash.datasets",
     "together_dash.diagnostics",
@@ -192,6 +206,9 @@ ALERT_DIGEST_WINDOW_SECONDS = env.int("ALERT_DIGEST_WINDOW_SECONDS", default=60)
 ALERT_CHANNEL_ALLOW_LOCAL = env_bool("ALERT_CHANNEL_ALLOW_LOCAL", default=False)
 ALERT_CHANNEL_TIMEOUT = env.float("ALERT_CHANNEL_TIMEOUT", default=10.0)
 PAGERDUTY_EVENTS_URL = env.str("PAGERDUTY_EVENTS_URL", default="https://events.pagerduty.com/v2/enqueue")
+# The spend_anomaly rule (spend in the last hour over <threshold> times the same hour's 7-day average,
+# per upstream key and model) only fires from this much spend in the hour, so tiny spend never pages.
+SPEND_ANOMALY_MIN_USD = env_usd("SPEND_ANOMALY_MIN_USD", default="1.00")
 
 # Upstream Together API. With no key, `make run` starts the simulator and points TOGETHER_BASE_URL at it.
 TOGETHER_API_KEY = env.str("TOGETHER_API_KEY", default="")
@@ -228,6 +245,10 @@ PROXY_MAX_BODY_BYTES = env.int("PROXY_MAX_BODY_BYTES", default=100 * 1024 * 1024
 # BENCHMARKS.md), "aiohttp" (proxy/transport.py, the library alternative, same guarantees) or "httpx"
 # (httpx's own pool); bench/upstream_transport.py compares them.
 PROXY_UPSTREAM_TRANSPORT = env.str("PROXY_UPSTREAM_TRANSPORT", default="lean")
+# Enforced app-key budgets (together_dash/budgets): seconds between the proxy's reads of the shared spend
+# counters; an app key over its budget is refused within about this long. 0: the proxy never learns of
+# any spend, so nothing is enforced.
+PROXY_BUDGET_SYNC_SECONDS = env.float("PROXY_BUDGET_SYNC_SECONDS", default=1.0)
 
 # Prometheus at /metrics (together_dash/metrics): off until METRICS_TOKEN is set (a 404 and, with DEBUG
 # off, check W003); Prometheus sends it as a bearer token. The account's series have a model label for

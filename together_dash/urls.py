@@ -29,4 +29,5 @@ urlpatterns = [
     re_path(r"^tools/preflight/$", require_GET(RedirectView.as_view(url="/diagnostics/preflight/"))),
     path("alerts/", include("together_dash.alerts.urls")),
     path("endpoints/", include("together_dash.endpoints.urls")),
+    path("budgets/", include("together_dash.budgets.urls")),
 ]

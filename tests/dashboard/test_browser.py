@@ -338,6 +338,30 @@ def _idle_endpoint(key_id: int) -> str:
     )
     store_endpoints({key_id: Listing([listed], [])}, now - timedelta(hours=2))
     return listed.id
+def test_a_key_admin_adds_a_budget_and_a_viewer_sees_its_bar_on_a_phone(
+    page_for: Any, viewer: User, key_admin: User, world: dict[str, Any]
+) -> None:
+    admin = page_for(key_admin)
+    admin.goto(reverse("budgets-new"))
+    admin.fill("#id_name", "prod-daily")
+    admin.select_option("#id_scope", "upstream_key")
+    admin.select_option("#id_upstream_key", str(world["prod"].id))
+    admin.select_option("#id_period", "day")
+    admin.fill("#id_amount_usd", "0.0001")
+    admin.fill("#id_thresholds", "50, 100")
+    admin.click("text=Add the budget")
+    admin.wait_for_url("**/budgets/")
+    assert "Budget prod-daily created." in admin.inner_text(".messages")
+
+    page = page_for(viewer, viewport=PHONE)
+    page.goto(reverse("budgets-list"))
+    row = page.locator('tr[data-budget="prod-daily"]')
+    assert row.locator("meter").get_attribute("value") == "100"  # the seeded traffic is over the amount
+    assert "over" in row.inner_text() and "upstream key prod" in row.inner_text()
+    assert page.locator("text=Add a budget").count() == 0
+    overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 1, f"the budgets page is wider than the phone screen by {overflow}px"
+    shoot(page, "phone-budgets")
 
 
 def test_an_empty_overview_says_what_to_do_instead_of_blank_charts(page_for: Any, viewer: User) -> None:

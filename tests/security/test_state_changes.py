@@ -24,6 +24,7 @@ from django.urls import reverse
 
 from together_dash.alerts.models import AlertRule, Mute
 from together_dash.billing.models import CreditBalance
+from together_dash.budgets.models import Budget
 from together_dash.datasets.models import DatasetValidation
 from together_dash.keys import lifecycle
 from together_dash.keys.audit import Actor
@@ -70,6 +71,16 @@ class Action:
 def _upload(world: World) -> Request:
     dataset = SimpleUploadedFile("train.jsonl", b'{"text": "hello"}\n', content_type="application/jsonl")
     return Request(reverse("datasets-list"), {"file": dataset, "purpose": "fine-tune"})
+
+
+BUDGET = {"name": "web-monthly", "scope": "model", "model": LLAMA, "period": "month", "amount_usd": "25",
+          "thresholds": "80, 100"}
+
+
+def _budget(world: World) -> Budget:
+    return Budget.objects.get_or_create(
+        name="existing", defaults={"scope": "app_key", "app_key": world.app_key, "amount_usd": "5"}
+    )[0]
 
 
 def _unmute(world: World) -> Request:
@@ -119,6 +130,15 @@ ACTIONS: dict[str, Action] = {
     ),
     "alerts/rules/<int:rule_id>/unmute": Action(VIEWER, True, _unmute),
     "datasets/": Action(VIEWER, True, _upload),
+    # Budgets change what the proxy lets through (an enforced one stops an app key): key admins only.
+    "budgets/new/": Action(KEY_ADMIN, True, lambda w: Request(reverse("budgets-new"), BUDGET)),
+    "budgets/<int:budget_id>/edit/": Action(
+        KEY_ADMIN, True,
+        lambda w: Request(reverse("budgets-edit", args=[_budget(w).pk]), {**BUDGET, "name": "renamed"}),
+    ),
+    "budgets/<int:budget_id>/delete": Action(
+        KEY_ADMIN, True, lambda w: Request(reverse("budgets-delete", args=[_budget(w).pk]), {"confirm": "on"})
+    ),
     # Preflight answers a question (POST for the size of a prompt); it stores nothing.
     "diagnostics/preflight/": Action(
         VIEWER, False,
@@ -200,6 +220,7 @@ def state() -> str:
     """Everything an action could change (the audit log aside: refusals are audited on purpose)."""
     models = [
         TogetherKey, AppKey, ApiToken, Mute, DatasetValidation, RequestLog, Session, User, CreditBalance,
+        Budget,
     ]
     return "".join(serializers.serialize("json", model.objects.order_by("pk")) for model in models)
 

@@ -97,6 +97,10 @@ PAGE_ROUTES = (
     "alerts/<int:alert_id>/",
     "alerts/rules/<int:rule_id>/mute",
     "alerts/rules/<int:rule_id>/unmute",
+    "budgets/",
+    "budgets/new/",
+    "budgets/<int:budget_id>/edit/",
+    "budgets/<int:budget_id>/delete",
 )
 
 

@@ -11,14 +11,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
+from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
 
 from together_dash.alerts.emails import absolute
 from together_dash.alerts.kinds import Kind
 from together_dash.alerts.models import Alert, AlertRule, Notification
+from together_dash.budgets.models import Budget, format_usd
+from together_dash.budgets.spend import BudgetStatus, budget_statuses
 from together_dash.catalog.models import ModelInfo
 from together_dash.endpoints.models import BOOTING, Endpoint
 from together_dash.endpoints.polling import POLLER as ENDPOINTS_POLLER
@@ -31,7 +36,13 @@ from together_dash.pollers.schedule import interval_for
 from together_dash.proxy.metrics import dropped_logs_total
 from together_dash.together.types import EndpointState
 from together_dash.traffic.models import APP_KEY_REJECTED, ErrorGroup, RequestLog
-from together_dash.traffic.rollups import billing_errors_since, minute_totals_since, unpriced_models_since
+from together_dash.traffic.rollups import (
+    DAY,
+    billing_errors_since,
+    minute_totals_since,
+    spend_by_key_and_model,
+    unpriced_models_since,
+)
 
 if TYPE_CHECKING:
     from together_dash.traffic.recording import KeyOutcome
@@ -466,6 +477,113 @@ def endpoint_slow_start(rule: AlertRule, now: datetime) -> Firing:
         describe,
         "the hardware may be short: check its availability, or stop it and start it on other hardware.",
     )
+def budget(rule: AlertRule, now: datetime) -> Firing:
+    """Each budget's thresholds reached in its current period, one subject per threshold and period.
+
+    When several are reached at once (the spend went from 50% to 120% between two evaluations) only the
+    highest speaks, so a budget at 100% alerts once per channel; a lower one already firing stays so.
+    The next period's subjects are new, so the last period's resolve and each threshold can speak again.
+    """
+    firing: Firing = {}
+    already = set(rule.alerts.filter(state=Alert.State.FIRING).values_list("subject", flat=True))
+    for status in budget_statuses(now):
+        reached = status.reached
+        for threshold in reached:
+            subject = budget_subject(status, threshold)
+            if threshold == reached[-1] or subject in already:
+                firing[subject] = _budget_entry(status, threshold)
+    return firing
+
+
+def budget_subject(status: BudgetStatus, threshold: int) -> str:
+    return f"budget:{status.budget.pk}:{threshold}:{status.period_key}"
+
+
+def _budget_entry(status: BudgetStatus, threshold: int) -> tuple[str, dict[str, Any]]:
+    budget, spend = status.budget, status.spend
+    period = "day" if budget.period == Budget.Period.DAY else "month"
+    detail = (
+        f"Budget {budget.name} ({budget.target_label}, ${format_usd(budget.amount_usd)} per {period},"
+        f" UTC): ${format_usd(spend.cost_usd)} spent since {status.period_start:%Y-%m-%d %H:%M} UTC,"
+        f" {status.percent}% of it, past its {threshold}% threshold."
+        f" It resets at {status.resets_at:%Y-%m-%d %H:%M} UTC."
+    )
+    if spend.is_lower_bound:
+        detail += (
+            f" That is a lower bound: {spend.unpriced_requests} requests had no price in the catalog and"
+            " are not counted."
+        )
+    if budget.enforce:
+        detail += (
+            " Enforced: the proxy refuses the app key with HTTP 429 until the reset."
+            if status.is_over
+            else " Enforced: at 100% the proxy refuses the app key with HTTP 429 until the reset."
+        )
+    fix = "raise the budget on the Budgets page if this spend is expected, else find what spends it."
+    context = {
+        "detail": detail,
+        "fix": fix,
+        "path": reverse("budgets-list"),
+        "budget_id": budget.pk,
+        "threshold": threshold,
+        "spent_usd": str(spend.cost_usd),
+        "amount_usd": str(budget.amount_usd),
+        "resets_at": status.resets_at.isoformat(),
+    }
+    return f"budget {budget.name} at {threshold}%", context
+
+
+ANOMALY_BASELINE_DAYS = 7
+
+
+def spend_anomaly(rule: AlertRule, now: datetime) -> Firing:
+    """Spend in the window over <threshold> times the same window's average of the 7 days before.
+
+    Per upstream key and model, from the rollups (edges older than the minute rollups' retention are
+    read from whole hours). Below SPEND_ANOMALY_MIN_USD in the window nothing fires, so tiny spend never
+    pages; a key and model with no spend in the baseline fires from that minimum on.
+    """
+    minimum = settings.SPEND_ANOMALY_MIN_USD
+    start = now - rule.window
+    current = {
+        place: sums
+        for place, sums in spend_by_key_and_model(start, now).items()
+        if sums["cost_usd"] >= minimum
+    }
+    if not current:
+        return {}
+    baseline: dict[tuple[int | None, str], Decimal] = {}
+    for days in range(1, ANOMALY_BASELINE_DAYS + 1):
+        for place, sums in spend_by_key_and_model(start - days * DAY, now - days * DAY).items():
+            baseline[place] = baseline.get(place, Decimal(0)) + sums["cost_usd"]
+    names = dict(TogetherKey.objects.filter(pk__in=[k for k, _ in current if k]).values_list("pk", "name"))
+    firing: Firing = {}
+    for (key_id, model), sums in current.items():
+        average = baseline.get((key_id, model), Decimal(0)) / ANOMALY_BASELINE_DAYS
+        if sums["cost_usd"] <= average * Decimal(str(rule.threshold)):
+            continue
+        firing[f"spend:{key_id or '-'}:{model[:180]}"] = _anomaly_entry(
+            rule, key_id, names.get(key_id, "(no upstream key)"), model, sums, average
+        )
+    return firing
+
+
+def _anomaly_entry(
+    rule: AlertRule, key_id: int | None, key_name: str, model: str, sums: dict[str, Any], average: Decimal
+) -> tuple[str, dict[str, Any]]:
+    model_label = model or "(no model)"
+    detail = (
+        f"${format_usd(sums['cost_usd'])} spent on {model_label} with the key {key_name} in the last"
+        f" {rule.window_minutes} minutes, against ${format_usd(average)} on average in the same window of the"
+        f" last {ANOMALY_BASELINE_DAYS} days (alert above {rule.threshold:g}x)."
+    )
+    if sums["unpriced_requests"]:
+        detail += f" At least: {sums['unpriced_requests']} requests had no price and are not counted."
+    fix = "look for a runaway client or a retry loop on the Requests page; set a budget to cap an app key."
+    query = {"key": key_id, "model": model} if key_id else {"model": model}
+    path = reverse("dashboard-requests") + "?" + urlencode(query)
+    context = {"detail": detail, "fix": fix, "path": path, "key_id": key_id, "model": model}
+    return f"spend {key_name} · {model_label}", context
 
 
 EVALUATORS: dict[str, Callable[[AlertRule, datetime], Firing]] = {
@@ -485,6 +603,8 @@ EVALUATORS: dict[str, Callable[[AlertRule, datetime], Firing]] = {
     Kind.ENDPOINT_NO_TIMEOUT: endpoint_no_timeout,
     Kind.ENDPOINT_ERROR: endpoint_error,
     Kind.ENDPOINT_SLOW_START: endpoint_slow_start,
+    Kind.BUDGET: budget,
+    Kind.SPEND_ANOMALY: spend_anomaly,
 }
 # Billing resolves on a successful call (on_recorded), not because a poll stopped seeing the 402.
 RESOLVED_ELSEWHERE = {Kind.BILLING}

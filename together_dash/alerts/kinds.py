@@ -24,6 +24,8 @@ class Kind(models.TextChoices):
     ENDPOINT_NO_TIMEOUT = "endpoint_no_timeout", "Dedicated endpoint with no inactive timeout"
     ENDPOINT_ERROR = "endpoint_error", "Dedicated endpoint in ERROR"
     ENDPOINT_SLOW_START = "endpoint_slow_start", "Dedicated endpoint slow to start"
+    BUDGET = "budget", "Spend budget threshold reached"
+    SPEND_ANOMALY = "spend_anomaly", "Spend anomaly"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,10 @@ DEFAULTS: dict[str, KindDefaults] = {
     Kind.ENDPOINT_NO_TIMEOUT: KindDefaults(threshold=60, window_minutes=0, renotify_minutes=1440),
     Kind.ENDPOINT_ERROR: KindDefaults(threshold=0, window_minutes=0, renotify_minutes=240),
     Kind.ENDPOINT_SLOW_START: KindDefaults(threshold=20, window_minutes=0, renotify_minutes=0),
+    # Each threshold of each budget speaks once per period; the period's end resolves it silently
+    # (PagerDuty still gets its resolve).
+    Kind.BUDGET: KindDefaults(threshold=1, window_minutes=0, renotify_minutes=0, notify_resolved=False),
+    Kind.SPEND_ANOMALY: KindDefaults(threshold=2, window_minutes=60, renotify_minutes=0),
 }
 
 # What threshold and window mean for each kind, shown as help in the admin and on the alerts page.
@@ -86,6 +92,10 @@ MEANING: dict[str, str] = {
     " inactive_timeout (it never stops by itself)",
     Kind.ENDPOINT_ERROR: "a dedicated endpoint in ERROR for more than <threshold> minutes",
     Kind.ENDPOINT_SLOW_START: "a dedicated endpoint PENDING or STARTING for more than <threshold> minutes",
+    Kind.BUDGET: "a budget's spend reached one of its thresholds (set per budget on /budgets/) in its"
+    " period; once per threshold and period",
+    Kind.SPEND_ANOMALY: "an upstream key and model spent more than <threshold> times the same hour's"
+    " 7-day average within the last <window> minutes (and at least SPEND_ANOMALY_MIN_USD)",
 }
 
 

@@ -24,6 +24,7 @@ from django.conf import settings
 
 from together_dash.proxy import metrics
 from together_dash.proxy.auth import CredentialCache
+from together_dash.proxy.budgets import BudgetGuard
 from together_dash.proxy.buffer import LogBuffer, LogFlusher, PublishDropped, RecordFunction
 from together_dash.proxy.exchange import Collaborators, Exchange
 from together_dash.proxy.forwarding import upstream_root, upstream_url
@@ -61,6 +62,9 @@ class ProxyConfig:
     max_connections: int = 512
     keepalive_expiry: float = 5.0
     upstream_transport: str = "lean"
+    # Enforced app-key budgets: how often the proxy reads the shared spend counters. 0: never in the
+    # background (tests call proxy.budgets.sync() themselves); servers read PROXY_BUDGET_SYNC_SECONDS.
+    budget_sync_seconds: float = 0.0
     # In a server process, everything loaded at startup (Django, the apps) lives as long as the process:
     # gc.freeze() keeps the collector from walking it again and again, which showed as p99 spikes.
     freeze_gc_at_start: bool = False
@@ -80,6 +84,7 @@ class ProxyConfig:
             body_sample_max_bytes=settings.PROXY_BODY_SAMPLE_MAX_BYTES,
             max_body_bytes=settings.PROXY_MAX_BODY_BYTES,
             upstream_transport=settings.PROXY_UPSTREAM_TRANSPORT,
+            budget_sync_seconds=settings.PROXY_BUDGET_SYNC_SECONDS,
             freeze_gc_at_start=True,
         )
 
@@ -155,6 +160,9 @@ class Proxy:
         )
         self.limiter = MinuteLimiter(CacheCounter())
         self.limiter.start()
+        self.budgets = BudgetGuard()
+        if self.config.budget_sync_seconds > 0:
+            self.budgets.start(self.config.budget_sync_seconds)
         self.shared = Collaborators(
             credentials=self.credentials,
             limiter=self.limiter,
@@ -166,6 +174,7 @@ class Proxy:
             body_sample_max_bytes=self.config.body_sample_max_bytes,
             max_body_bytes=self.config.max_body_bytes,
             sample=self.sample,
+            budgets=self.budgets,
         )
         self.started = True
         if self.config.freeze_gc_at_start:
@@ -191,6 +200,7 @@ class Proxy:
         await self.transport.aclose()
         await asyncio.to_thread(self.flusher.stop, SHUTDOWN_DRAIN_SECONDS)
         await asyncio.to_thread(self.limiter.stop)
+        await asyncio.to_thread(self.budgets.stop)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._key_thread, close_database_connections)
         self._key_thread.shutdown(wait=True)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from together_dash.budgets.models import format_usd
 from together_dash.proxy import metrics
 from together_dash.proxy.auth import APP_KEY_REJECTED, Credential, Refusal, no_key
 from together_dash.proxy.capture import BodyCapture, BodySummary, Usage, make_decoder
@@ -36,6 +37,7 @@ from together_dash.traffic.entries import LogEntry
 
 if TYPE_CHECKING:
     from together_dash.proxy.auth import CredentialCache
+    from together_dash.proxy.budgets import BudgetGuard, OverBudget
     from together_dash.proxy.buffer import LogBuffer
     from together_dash.proxy.limits import MinuteLimiter
 
@@ -69,6 +71,7 @@ class Collaborators:
     body_sample_max_bytes: int
     max_body_bytes: int
     sample: Callable[[], float]  # a uniform draw in [0, 1), for body sampling
+    budgets: BudgetGuard | None = None  # enforced app-key budgets (None: not enforced)
 
 
 class Exchange:
@@ -223,6 +226,10 @@ class Exchange:
             wait = self.shared.limiter.check(credential.app_key_id, limit)
             if wait is not None:
                 raise _rate_limited(credential, limit, wait)
+        if self.shared.budgets is not None and credential.app_key_id is not None:
+            over = self.shared.budgets.check(credential.app_key_id)
+            if over is not None:
+                raise _over_budget(credential, over, self.entry.created_at)
 
     # ---- upstream ----------------------------------------------------------------------------------
 
@@ -494,6 +501,31 @@ def _rate_limited(credential: Credential, limit: int, wait: float) -> Refusal:
         f"dashboard; retry in {wait:.0f} s.",
         status=429, code="app_key_rate_limited", error_type="rate_limit_exceeded", headers=headers,
     )
+
+
+def _over_budget(credential: Credential, over: OverBudget, now: datetime) -> Refusal:
+    """The 429 of an app key over an enforced budget: which budget, what was spent, when it resets.
+
+    x-should-retry: false tells the Stainless SDKs (together 2.x/3.x, OpenAI) not to retry a refusal
+    that lasts until the reset; retry-after says how long that is.
+    """
+    budget = over.budget
+    wait = max(1, int((over.resets_at - now).total_seconds() + 0.999))
+    period = "day" if budget.period == "day" else "month"
+    message = (
+        f"The app key {credential.app_key_name!r} is over its budget {budget.name!r} "
+        f"(${format_usd(budget.amount_usd)} per {period}, UTC): ${format_usd(over.spent_usd)} spent since "
+        f"{over.period_start:%Y-%m-%d %H:%M} UTC. The budget resets at {over.resets_at:%Y-%m-%d %H:%M} UTC "
+        f"(in {_duration(wait)}); a dashboard admin can raise it or stop enforcing it on /budgets/."
+    )
+    headers = [(b"retry-after", str(wait).encode()), (b"x-should-retry", b"false")]
+    return Refusal(message, status=429, code="budget_exceeded", error_type="budget_exceeded", headers=headers)
+
+
+def _duration(seconds: int) -> str:
+    hours, rest = divmod(seconds, 3600)
+    minutes = max(1, rest // 60) if not hours else rest // 60
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
 
 
 def _whole(value: float | None) -> int | None:

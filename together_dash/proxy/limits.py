@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from together_dash.proxy.background import Repeating
+
 logger = logging.getLogger(__name__)
 
 SYNC_SECONDS = 0.25
@@ -58,8 +60,7 @@ class MinuteLimiter:
         self.clock = clock
         self._windows: dict[int, _Window] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._syncing = Repeating("proxy-rate-limits", self._sync_if_counting)
         self._failing = False
 
     def check(self, key_id: int, limit: int) -> float | None:
@@ -104,19 +105,12 @@ class MinuteLimiter:
 
     def start(self, every: float = SYNC_SECONDS) -> None:
         """Sync in a background thread every `every` seconds (only while some key is being counted)."""
-        if self.shared is None or self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._run, args=(every,), name="proxy-rate-limits",
-                                        daemon=True)
-        self._thread.start()
+        if self.shared is not None:
+            self._syncing.start(every)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        self._syncing.stop()
 
-    def _run(self, every: float) -> None:
-        while not self._stop.wait(every):
-            if self._windows:
-                self.sync()
+    def _sync_if_counting(self) -> None:
+        if self._windows:
+            self.sync()

@@ -22,7 +22,14 @@ from django.utils import timezone
 
 from together_dash.catalog.pricing import PriceTable, prices
 from together_dash.pollers.runs import PollReport, run_poller
-from together_dash.traffic.models import RequestLog, UsageDay, UsageHour, UsageMinute, UsageRollup
+from together_dash.traffic.models import (
+    AppKeySpendHour,
+    RequestLog,
+    UsageDay,
+    UsageHour,
+    UsageMinute,
+    UsageRollup,
+)
 from together_dash.traffic.recording import log_cost
 from together_dash.traffic.rollups import DAY, HOUR, MINUTE, floor_to
 
@@ -32,8 +39,8 @@ logger = logging.getLogger(__name__)
 TASK_NAME = "backfill_costs"
 BATCH_SIZE = 500
 
-_FIELDS = ("id", "created_at", "upstream_key_id", "model_requested", "model_served", "prompt_tokens",
-           "completion_tokens", "cached_tokens")
+_FIELDS = ("id", "created_at", "upstream_key_id", "app_key_id", "model_requested", "model_served",
+           "prompt_tokens", "completion_tokens", "cached_tokens")
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +153,22 @@ def _move_into_rollups(costed: Iterable[RequestLog], model: str) -> None:
             sums[key] = (cost + (log.cost_usd or 0), count + 1)
         for (bucket, key_id), (cost, count) in sorted(sums.items(), key=lambda item: str(item[0])):
             _add_cost(table, bucket, key_id, model, cost, count)
+    _move_into_app_key_spend(costed)
+
+
+def _move_into_app_key_spend(costed: Iterable[RequestLog]) -> None:
+    """The same for the app keys' hours, which app-key budgets read."""
+    sums: dict[tuple[int, datetime], tuple[Decimal, int]] = {}
+    for log in costed:
+        if log.app_key_id is None:
+            continue
+        key = (log.app_key_id, floor_to(log.created_at, HOUR))
+        cost, count = sums.get(key, (Decimal(0), 0))
+        sums[key] = (cost + (log.cost_usd or 0), count + 1)
+    for (app_key_id, bucket), (cost, count) in sorted(sums.items()):
+        AppKeySpendHour.objects.filter(app_key_id=app_key_id, bucket=bucket).update(
+            cost_usd=F("cost_usd") + cost, unpriced_requests=F("unpriced_requests") - count
+        )
 
 
 def _add_cost(

@@ -340,3 +340,30 @@ class UsageDay(UsageRollup):
 
     class Meta(UsageRollup.Meta):
         pass
+
+
+class AppKeySpendHour(models.Model):
+    """Per (hour, app key) requests and cost: what app-key budgets read, incremented with the other rollups.
+
+    The usage rollups are keyed by upstream key and model, and several app keys share one upstream key;
+    summing an app key's month from the request log would read every one of its rows (millions at scale).
+    A month is at most 744 of these rows per app key, read through the unique (app key, bucket) index.
+    Kept for good, like the hour rollups.
+    """
+
+    bucket = models.DateTimeField()
+    app_key = models.ForeignKey(
+        AppKey, models.CASCADE, related_name="+", db_index=False, db_constraint=False
+    )
+    requests = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=20, decimal_places=8, default=0)
+    # As in UsageRollup: requests with token counts and no price, left out of cost_usd until backfilled.
+    unpriced_requests = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["app_key", "bucket"], name="appkeyspend_key_bucket_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.bucket:%Y-%m-%d %H:00} app key {self.app_key_id}"

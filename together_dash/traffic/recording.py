@@ -32,6 +32,7 @@ from together_dash.traffic.models import (
     COUNTER_COLUMNS,
     ERROR_COLUMNS,
     LATENCY_BOUNDS_MS,
+    AppKeySpendHour,
     ErrorGroup,
     RequestBodySample,
     RequestLog,
@@ -59,6 +60,7 @@ LOG_COLUMNS: tuple[str, ...] = (
 # Positions in a log row, for the aggregation loops (attribute lookups would cost more per row).
 _AT = {column: position for position, column in enumerate(LOG_COLUMNS)}
 _CREATED, _KEY, _CLIENT_ID = _AT["created_at"], _AT["upstream_key_id"], _AT["client_id"]
+_APP_KEY = _AT["app_key_id"]
 _ENDPOINT, _STATUS, _LATENCY = _AT["endpoint"], _AT["status_code"], _AT["latency_ms"]
 _METHOD = _AT["method"]
 _REQUESTED, _SERVED = _AT["model_requested"], _AT["model_served"]
@@ -90,6 +92,8 @@ class RecordResult:
     duplicates: int = 0
     duplicate_indexes: list[int] = field(default_factory=list)
     keys: dict[int | None, KeyOutcome] = field(default_factory=dict)
+    # Cost recorded per (app key id, UTC hour), for the budgets' shared spend counters.
+    app_key_spend: dict[tuple[int, datetime], Decimal] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -130,8 +134,10 @@ def _record(items: list[_Item]) -> RecordResult:
         group_ids = _upsert_groups(cursor, [item for item in new if item.fingerprint])
         _insert_logs(cursor, new, group_ids)
         _upsert_rollups(cursor, new)
+        app_key_hours = _upsert_app_key_spend(cursor, new)
     result.created = len(new)
     result.keys = _tally_keys(new)
+    result.app_key_spend = {place: counters[1] for place, counters in app_key_hours.items() if counters[1]}
     _announce(result)
     return result
 
@@ -538,6 +544,38 @@ def _upsert_rollups(cursor: CursorWrapper, stored: list[_Item]) -> None:
 
 
 _ROLLUP_COLUMNS = ("bucket", "upstream_key_id", "model", *COUNTER_COLUMNS)
+_APP_KEY_SPEND_COLUMNS = ("requests", "cost_usd", "unpriced_requests")
+
+
+def _aggregate_app_key_hours(stored: list[_Item]) -> dict[tuple[int, datetime], list]:
+    """[requests, cost, unpriced requests] per (app key, hour); requests without an app key stay out."""
+    hours: dict[tuple[int, datetime], list] = {}
+    for item in stored:
+        row = item.row
+        app_key_id = row[_APP_KEY]
+        if app_key_id is None:
+            continue
+        counters = hours.get((app_key_id, _hour(row[_CREATED])))
+        if counters is None:
+            counters = hours[(app_key_id, _hour(row[_CREATED]))] = [0, Decimal(0), 0]
+        counters[0] += 1
+        if row[_COST] is not None:
+            counters[1] += row[_COST]
+        elif is_unpriced(None, row[_TOKENS[0]], row[_TOKENS[1]], row[_SERVED] or row[_REQUESTED]):
+            counters[2] += 1
+    return hours
+
+
+def _upsert_app_key_spend(cursor: CursorWrapper, stored: list[_Item]) -> dict[tuple[int, datetime], list]:
+    """Add the batch's requests and cost per app key and hour to AppKeySpendHour; returns the sums."""
+    hours = _aggregate_app_key_hours(stored)
+    table = AppKeySpendHour._meta.db_table
+    quoted = _qn(table)
+    updates = ", ".join(f"{_qn(c)} = {quoted}.{_qn(c)} + excluded.{_qn(c)}" for c in _APP_KEY_SPEND_COLUMNS)
+    tail = f"ON CONFLICT (app_key_id, bucket) DO UPDATE SET {updates}"  # identifiers from _meta # nosec B608
+    rows = [[hour, app_key_id, *hours[(app_key_id, hour)]] for app_key_id, hour in sorted(hours)]
+    _upsert(cursor, table, ("bucket", "app_key_id", *_APP_KEY_SPEND_COLUMNS), rows, tail)
+    return hours
 
 
 def _upsert_counters(cursor: CursorWrapper, table: str, buckets: dict[tuple, list]) -> None:

@@ -423,6 +423,17 @@ def unpriced_models_since(since: datetime) -> dict[str, int]:
     return {row["model"]: int(row["n"]) for row in found if row["n"] > 0}
 
 
+def spend_by_key_and_model(start: datetime, end: datetime) -> dict[tuple[int | None, str], dict[str, Any]]:
+    """Cost and unpriced requests per (upstream key id, model) over [start, end), read like summed()."""
+    columns = ("cost_usd", "unpriced_requests")
+    totals: dict[tuple[int | None, str], dict[str, Any]] = {}
+    for rows in _piece_rows(pieces(start, end), None, None):
+        for row in rows.values("upstream_key_id", "model").annotate(**_sums(columns)).order_by():
+            place = (row["upstream_key_id"], row["model"])
+            _add_into(totals.setdefault(place, _zeros(columns)), row, columns)
+    return totals
+
+
 def _unprefixed(row: dict[str, Any]) -> dict[str, Any]:
     return {name.removeprefix("sum_"): value or 0 for name, value in row.items()}
 
