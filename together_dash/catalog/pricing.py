@@ -10,6 +10,11 @@ synchronous (it reads the database); async code calls it from the thread that wr
 
 Prompt tokens served from the cache (usage.cached_tokens, part of prompt_tokens) cost the catalog's
 cached-input price where it has one; the rest of the prompt costs the input price.
+
+A request addressed to one of our dedicated endpoints (its `model` is the endpoint's name, as listed by
+poll_endpoints) costs nothing per token: Together bills the endpoint by the minute while it runs,
+whatever it serves (the endpoints page shows that cost). Its tokens are still counted. The endpoint
+poller bumps the catalog generation when the names change, so every process learns them on its next batch.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from decimal import Decimal
 from django.db import DatabaseError
 
 from together_dash.catalog.models import CatalogVersion, ModelInfo
+from together_dash.endpoints.models import Endpoint
 
 PER_TOKENS = Decimal(1_000_000)
 # RequestLog.cost_usd has 8 decimal places.
@@ -43,6 +49,8 @@ class PriceTable:
 
     generation: str | None
     prices: Mapping[str, Price] = field(default_factory=dict)
+    # Names of dedicated endpoints: billed per minute, so no per-token cost.
+    per_minute: frozenset[str] = frozenset()
 
     def get(self, model: str) -> Price | None:
         """The price of a model id (exact match), or None when the catalog does not know it."""
@@ -58,6 +66,20 @@ class PriceTable:
         """Cost of a request in USD, or None when the model is unpriced or a priced token count is unknown."""
         price = self.get(model) if model else None
         return request_cost(price, prompt_tokens, completion_tokens, cached_tokens)
+
+    def cost_of_request(
+        self,
+        requested: str,
+        served: str,
+        prompt_tokens: int | None,
+        completion_tokens: int | None,
+        cached_tokens: int | None = None,
+    ) -> Decimal | None:
+        """What one request adds to the bill: nothing per token on a dedicated endpoint (it bills by the
+        minute), else the served model's price (the requested one's when nothing was served)."""
+        if requested and requested in self.per_minute:
+            return ZERO
+        return self.cost(served or requested, prompt_tokens, completion_tokens, cached_tokens)
 
 
 class _ProcessPrices:
@@ -77,7 +99,7 @@ class _ProcessPrices:
         return self._table
 
     def invalidate(self) -> None:
-        self._table = PriceTable(None, self._table.prices)
+        self._table = PriceTable(None, self._table.prices, self._table.per_minute)
 
     def _reload(self, generation: str) -> None:
         with self._lock:
@@ -88,9 +110,10 @@ class _ProcessPrices:
                     "model_id", "pricing_input", "pricing_output", "pricing_cached_input"
                 )
                 prices = {model_id: Price(inp, out, cached) for model_id, inp, out, cached in rows}
+                per_minute = frozenset(Endpoint.objects.values_list("name", flat=True))
             except DatabaseError:
                 return
-            self._table = PriceTable(generation, prices)
+            self._table = PriceTable(generation, prices, per_minute)
 
 
 _process = _ProcessPrices()

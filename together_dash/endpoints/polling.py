@@ -16,6 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from together_dash.billing.polling import fits
+from together_dash.catalog.models import CatalogVersion
 from together_dash.endpoints.models import (
     BOOTING,
     DELETED,
@@ -115,6 +116,7 @@ def endpoint_fields(item: types.DedicatedEndpoint) -> dict[str, Any]:
 def store_endpoints(listings: dict[int, Listing], now: datetime) -> dict[str, int]:
     """Upsert what the keys listed, record state changes, and mark what a key stopped listing as deleted."""
     counts = {"endpoints": 0, "state_changes": 0, "deleted": 0}
+    names_before = set(Endpoint.objects.values_list("name", flat=True))
     seen: dict[str, tuple[int, types.DedicatedEndpoint]] = {}
     for key_id, listing in listings.items():
         for item in listing.endpoints:
@@ -127,6 +129,9 @@ def store_endpoints(listings: dict[int, Listing], now: datetime) -> dict[str, in
     vanished = answered.exclude(endpoint_id__in=list(seen))
     for endpoint in vanished:
         counts["deleted"] += change_state(endpoint, DELETED, now, gone=True)
+    if set(Endpoint.objects.values_list("name", flat=True)) != names_before:
+        # Requests to an endpoint cost nothing per token: every process's price table must learn its name.
+        CatalogVersion.bump()
     return counts
 
 

@@ -90,6 +90,8 @@ def unpriced_places(table: PriceTable, now: datetime) -> list[tuple[datetime, st
 
 
 def _priced(table: PriceTable, model: str) -> bool:
+    if model in table.per_minute:
+        return True  # a dedicated endpoint: nothing per token (catalog/pricing.py)
     price = table.get(model)
     return price is not None and price.input is not None and price.output is not None
 
@@ -119,8 +121,10 @@ def _backfill_batch(
     )
     costed: list[RequestLog] = []
     for log in candidates:
-        priced_by = log.model_served or log.model_requested
-        cost = log_cost(table, priced_by, log.prompt_tokens, log.completion_tokens, log.cached_tokens)
+        cost = log_cost(
+            table, log.model_requested, log.model_served, log.prompt_tokens, log.completion_tokens,
+            log.cached_tokens,
+        )
         if cost is not None:
             log.cost_usd = cost
             costed.append(log)

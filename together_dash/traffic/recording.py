@@ -166,7 +166,7 @@ def _prepare(index: int, entry: LogEntry, table: PriceTable) -> _Item:
         _client_id(entry.client_id) if entry.client_id is not None else None,
         _text(entry.key_fingerprint, 16), _text(entry.method, 8), endpoint, model, served, bool(entry.stream),
         _int(entry.status_code, _INT2), entry.latency_ms, entry.ttft_ms, prompt, completion,
-        _int4(entry.total_tokens), cached, log_cost(table, served or model, prompt, completion, cached),
+        _int4(entry.total_tokens), cached, log_cost(table, model, served, prompt, completion, cached),
         _stored(entry.request_id, 100), _int4(entry.ratelimit_limit), _int4(entry.ratelimit_remaining),
         entry.ratelimit_reset, _int4(entry.tokenlimit_limit), _int4(entry.tokenlimit_remaining),
         category, kind, _stored(entry.error_message, 1000), None,
@@ -233,12 +233,13 @@ def _int4(value: int | float | None) -> int | None:
 
 
 def log_cost(
-    table: PriceTable, model: str, prompt: int | None, completion: int | None, cached: int | None
+    table: PriceTable, requested: str, served: str, prompt: int | None, completion: int | None,
+    cached: int | None,
 ) -> Decimal | None:
     """The cost a log row stores: the catalog's, within what the column holds (else unknown)."""
-    if not model:
+    if not (requested or served):
         return None
-    cost = table.cost(model, prompt, completion, cached)
+    cost = table.cost_of_request(requested, served, prompt, completion, cached)
     if cost is None or not cost.is_finite() or abs(cost) >= _MAX_COST:
         return None
     return cost.quantize(_COST_PLACES)
