@@ -9,6 +9,7 @@ neither true nor false) stops startup, since no value could be given to the sett
 from __future__ import annotations
 
 import secrets
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import environ
@@ -34,6 +35,18 @@ def env_bool(name: str, default: bool) -> bool:
         accepted = "/".join(_BOOLEANS)
         raise ImproperlyConfigured(f"{name}={value!r} is not a boolean: use one of {accepted} (any case).")
     return _BOOLEANS[value.strip().lower()]
+
+
+def env_decimal(name: str, default: str) -> Decimal:
+    """Read an exact decimal (money, percentages) strictly: "0.5%" or "1,5" is an error, not a guess."""
+    value = env.ENVIRON.get(name, default)
+    try:
+        number = Decimal(value.strip())
+    except InvalidOperation:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a decimal number (e.g. 0.5).") from None
+    if not number.is_finite() or number < 0:
+        raise ImproperlyConfigured(f"{name}={value!r} must be a finite number >= 0.")
+    return number
 
 
 def _kept_locally(name: str, make: callable) -> str:
@@ -204,6 +217,12 @@ REQUEST_LOG_RETENTION_DAYS = env.int("REQUEST_LOG_RETENTION_DAYS", default=30)
 ROLLUP_MINUTE_RETENTION_DAYS = env.int("ROLLUP_MINUTE_RETENTION_DAYS", default=3)
 INGEST_MAX_BYTES = env.int("INGEST_MAX_BYTES", default=5 * 1024 * 1024)
 INGEST_MAX_RECORDS = env.int("INGEST_MAX_RECORDS", default=10_000)
+
+# Billing reconciliation (together_dash/billing/reconciliation.py): billed and observed cost of a window
+# and product match when they differ by at most max(TOLERANCE_USD, TOLERANCE_PERCENT of the billed cost).
+# Observed costs are rounded to 8 places per request, so a few millionths of a dollar always remain.
+BILLING_RECONCILE_TOLERANCE_USD = env_decimal("BILLING_RECONCILE_TOLERANCE_USD", "0.000001")
+BILLING_RECONCILE_TOLERANCE_PERCENT = env_decimal("BILLING_RECONCILE_TOLERANCE_PERCENT", "0.5")
 
 # The proxy at /v1/ (together_dash/proxy). App keys are checked against a per-process cache,
 # so a revoked or expired app key stops working within PROXY_KEY_CACHE_SECONDS.

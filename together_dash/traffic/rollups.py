@@ -216,6 +216,26 @@ def bucketed(
     return slots
 
 
+def window_sums(
+    start: datetime, end: datetime, window: Literal["hour", "day"], columns: Iterable[str] = COUNTER_COLUMNS
+) -> list[dict[str, Any]]:
+    """Sums per (bucket, upstream key, model) of whole hours (UsageHour) or UTC days (UsageDay).
+
+    start and end are rounded out to whole windows first: a window is counted whole or not at all,
+    as Together's billing report counts it.
+    """
+    size, table = (HOUR, UsageHour) if window == "hour" else (DAY, UsageDay)
+    first, last = align(start, end, size)
+    columns = tuple(columns)
+    rows = table.objects.filter(bucket__gte=first, bucket__lt=last)
+    found = rows.values("bucket", "upstream_key_id", "model").annotate(**_sums(columns)).order_by()
+    return [
+        {"bucket": row["bucket"], "upstream_key_id": row["upstream_key_id"], "model": row["model"],
+         **{column: row[f"sum_{column}"] or 0 for column in columns}}
+        for row in found
+    ]
+
+
 def _piece_rows(found: list[Piece], key_id: int | None, model: str | None) -> Iterable[QuerySet[UsageRollup]]:
     """One queryset per rollup table, covering every piece of that table."""
     spans: dict[type[UsageRollup], list[list[datetime]]] = {}
