@@ -76,3 +76,12 @@ def request_cost(log: Any, places: int = 5) -> str:
 @register.filter
 def get_item(mapping: dict[str, Any] | None, name: str) -> Any:
     return (mapping or {}).get(name)
+
+
+@register.filter
+def usd(value: Decimal | None, places: int = 6) -> str:
+    """An exact amount in USD to fixed places, "-$0.000120" below zero; a dash when unknown."""
+    if value is None:
+        return "–"
+    amount = Decimal(value).quantize(Decimal(1).scaleb(-int(places)))
+    return f"-${-amount:,.{places}f}" if amount < 0 else f"${amount:,.{places}f}"
