@@ -64,10 +64,7 @@ def _granularity(asked: str | None, span: timedelta) -> tuple[str, str]:
         return fitting, ""
     if asked not in GRANULARITIES:
         return fitting, f"Unknown granularity {asked[:20]!r}; showing {GRANULARITIES[fitting].lower()}."
-    if span > reconciliation.MAX_SPAN[asked]:
-        days = reconciliation.MAX_SPAN[asked].days
-        return "day", f"Hourly windows cover at most {days} days; showing daily windows."
-    return asked, ""
+    return asked, ""  # the page's ranges (31 days at most) fit either
 
 
 def chart_payload(found: Reconciliation) -> dict[str, Any]:
