@@ -52,6 +52,7 @@ DATA_ROUTES = (
     "api/errors",
     "api/usage",
     "api/preflight",
+    "api/billing/reconciliation",
     "metrics",  # METRICS_TOKEN (Bearer), compared in constant time; 404 while it is unset
 )
 PAGE_ROUTES = (
@@ -67,6 +68,7 @@ PAGE_ROUTES = (
     "batches/<str:batch_id>/remainder.jsonl",
     "dashboard/keys/",
     "dashboard/keys/<int:key_id>/",
+    "billing/",
     "keys/",
     "keys/audit/",
     "keys/audit.csv",
