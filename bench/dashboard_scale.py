@@ -138,6 +138,8 @@ def prepare(scratch: Scratch, fresh: bool) -> None:
         scratch.info.update(marker, reused=True)
     billing = manage(scratch.env, "generate_billing_usage", "--organizations", str(ORGANIZATIONS))
     print(f"[{label(scratch.size)}] {billing.strip()}", flush=True)
+    with psycopg.connect(scratch.url, autocommit=True) as conn:
+        conn.execute("ANALYZE billing_billinglineitem, billing_billingday, billing_billingwindow")
     scratch.info.update(database_size(scratch))
 
 

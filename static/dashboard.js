@@ -354,7 +354,14 @@
       },
       options: {
         interaction: { mode: "index", intersect: false },
-        scales: { x: timeScale(payload), y: { beginAtZero: true, title: axisTitle("Cost (USD)") } },
+        scales: {
+          x: timeScale(payload),
+          y: {
+            beginAtZero: true,
+            title: axisTitle("Cost (USD)"),
+            ticks: { callback: function (value) { return "$" + Number(value).toLocaleString(undefined, { maximumSignificantDigits: 3 }); } },
+          },
+        },
         plugins: {
           legend: { position: "bottom" },
           tooltip: {

@@ -133,3 +133,31 @@ class BillingLineItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.start_time:%Y-%m-%d %H:%M} {self.product_name}: {self.cost}"
+
+
+class BillingDay(models.Model):
+    """One organisation's line items of one UTC day, summed per product, dimensions and attributes.
+
+    What a reconciliation by day reads instead of every hourly item; store_month keeps it in step with
+    the items of every day whose windows it added, revised or removed (summarize_days).
+    """
+
+    organization = models.ForeignKey(Organization, models.CASCADE, related_name="+")
+    day = models.DateTimeField()  # UTC midnight
+    product_name = models.CharField(max_length=200)
+    pricing_dimensions = models.JSONField(default=dict, blank=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    # sha256 of product, dimensions and attributes: one row per line of the day.
+    group_key = models.CharField(max_length=64)
+    quantity = amount_field()
+    cost = amount_field()
+
+    class Meta:
+        ordering = ["day", "product_name"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "day", "group_key"], name="billingday_unique"),
+        ]
+        indexes = [models.Index(fields=["day"], name="billingday_day_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.day:%Y-%m-%d} {self.product_name}: {self.cost}"

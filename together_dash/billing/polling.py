@@ -12,17 +12,19 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.db import transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from together_dash.billing.models import (
     AMOUNT_DIGITS,
     AMOUNT_PLACES,
+    BillingDay,
     BillingLineItem,
     BillingMonth,
     BillingWindow,
@@ -247,6 +249,7 @@ def store_month(organization: Organization, report: MonthReport, now: datetime) 
     }
     outcomes: Counter[str] = Counter()
     seen: set[datetime] = set()
+    touched: set[datetime] = set()  # UTC days whose items changed
     for window in report.windows:
         if not start <= window.start_time < end or window.start_time in seen:
             outcomes["ignored"] += 1  # not this month's, or the same window twice in one report
@@ -257,12 +260,17 @@ def store_month(organization: Organization, report: MonthReport, now: datetime) 
         if row is not None and row.digest == digest:
             outcomes["unchanged"] += 1
             continue
-        outcomes[replace_window(organization, window, digest, now)] += 1
+        outcome = replace_window(organization, window, digest, now)
+        outcomes[outcome] += 1
+        if outcome != "unchanged":
+            touched.add(day_of(window.start_time))
     for start_time, row in stored.items():
         # A finished window the complete report no longer has was revised down to nothing.
         if start_time not in seen:
             BillingWindow.objects.filter(pk=row.pk, digest=row.digest).delete()
             outcomes["removed"] += 1
+            touched.add(day_of(start_time))
+    summarize_days(organization, touched)
     _record_month(organization, report, len(seen), now)
     return outcomes
 
@@ -313,6 +321,40 @@ def line_items(
             raw=dict(item.raw),
         )
         for item, identity in zip(window.line_items, identities(window), strict=True)
+    ]
+
+
+def day_of(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def summarize_days(organization: Organization, days: Iterable[datetime]) -> None:
+    """Rebuild the organisation's BillingDay rows of these UTC days from their stored line items."""
+    for day in sorted(days):
+        with transaction.atomic():
+            # One writer per organisation at a time: two overlapping polls must not both insert a day.
+            Organization.objects.select_for_update().filter(pk=organization.pk).first()
+            BillingDay.objects.filter(organization=organization, day=day).delete()
+            BillingDay.objects.bulk_create(_day_rows(organization, day))
+
+
+def _day_rows(organization: Organization, day: datetime) -> list[BillingDay]:
+    items = BillingLineItem.objects.filter(
+        organization=organization, start_time__gte=day, start_time__lt=day + timedelta(days=1)
+    )
+    sums = (
+        items.values("product_name", "pricing_dimensions", "attributes")
+        .annotate(total_quantity=Sum("quantity"), total_cost=Sum("cost"))
+        .order_by()
+    )
+    return [
+        BillingDay(
+            organization=organization, day=day, product_name=row["product_name"],
+            pricing_dimensions=row["pricing_dimensions"], attributes=row["attributes"],
+            group_key=_sha256([row["product_name"], row["pricing_dimensions"], row["attributes"]]),
+            quantity=row["total_quantity"], cost=row["total_cost"],
+        )
+        for row in sums
     ]
 
 

@@ -1,9 +1,9 @@
 """What Together billed next to what the proxy and the ingest API recorded, per window and product, and
 the likely cause of each difference: the one reader behind GET /api/billing/reconciliation and /billing/.
 
-Billed: the stored line items of each organisation's report (hourly windows, summed into UTC days for
-day windows). Observed: the usage rollups (UsageHour or UsageDay, never the request logs) of the upstream
-keys linked to that organisation (OrganizationKey, from the keys' whoami).
+Billed: the stored line items of each organisation's report (hourly windows), or for day windows their
+UTC-day sums (BillingDay, kept by the poller). Observed: the usage rollups (UsageHour or UsageDay, never
+the request logs) of the upstream keys linked to that organisation (OrganizationKey, from whoami).
 
 A line item names its model in `pricing_dimensions.model` (else `attributes.model`), the catalog's model
 id, which is the rollups' model column; its token type is the end of its product name ("Serverless
@@ -23,9 +23,14 @@ from typing import Literal
 
 from django.conf import settings
 from django.db.models import F, Sum
-from django.db.models.functions import TruncDay
 
-from together_dash.billing.models import BillingLineItem, BillingMonth, Organization, OrganizationKey
+from together_dash.billing.models import (
+    BillingDay,
+    BillingLineItem,
+    BillingMonth,
+    Organization,
+    OrganizationKey,
+)
 from together_dash.billing.polling import GRANULARITY, month_bounds
 from together_dash.traffic import rollups
 
@@ -298,8 +303,8 @@ def reconcile(
     rows: dict[tuple, Row] = {}
     for item in _billed_items(first, last, granularity):
         _add_billed(rows, orgs, item, granularity)
-    for sums in rollups.window_sums(first, last, granularity, OBSERVED_COLUMNS):
-        _add_observed(rows, orgs, links, sums, granularity)
+    for sums in rollups.window_sums(first, last, granularity, OBSERVED_COLUMNS, key_groups=links):
+        _add_observed(rows, orgs, sums, granularity)
     for row in rows.values():
         row.cause = cause_of(row, tolerance)
     ordered = sorted(rows.values(), key=_row_order)
@@ -313,12 +318,19 @@ OBSERVED_COLUMNS = ("requests", "prompt_tokens", "completion_tokens", "cost_usd"
 
 
 def _billed_items(first: datetime, last: datetime, granularity: str) -> Iterable[dict]:
-    """Line items summed per organisation, window, product, dimensions and attributes, in the database."""
-    window = F("start_time") if granularity == "hour" else TruncDay("start_time", tzinfo=UTC)
+    """Billed amounts per organisation, window, product, dimensions and attributes.
+
+    Day windows read the day summaries the poller keeps (BillingDay: a month is a few thousand rows
+    whatever the traffic); hour windows sum the items of each hour in the database.
+    """
+    fields = ("organization_id", "window_start", "product_name", "pricing_dimensions", "attributes")
+    if granularity == "day":
+        days = BillingDay.objects.filter(day__gte=first, day__lt=last).annotate(window_start=F("day"))
+        return days.values(*fields, "quantity", "cost")
     items = BillingLineItem.objects.filter(start_time__gte=first, start_time__lt=last)
     return (
-        items.annotate(window_start=window)
-        .values("organization_id", "window_start", "product_name", "pricing_dimensions", "attributes")
+        items.annotate(window_start=F("start_time"))
+        .values(*fields)
         .annotate(quantity=Sum("quantity"), cost=Sum("cost"))
         .order_by()
     )
@@ -384,15 +396,13 @@ def _model_row(
 def _add_observed(
     rows: dict[tuple, Row],
     orgs: dict[int, OrganizationCoverage],
-    links: dict[int, int],
     sums: dict,
     granularity: str,
 ) -> None:
     if not (sums["prompt_tokens"] or sums["completion_tokens"] or sums["cost_usd"]):
         return  # requests that failed before any token was counted: Together bills none of them
-    org_pk = links.get(sums["upstream_key_id"]) if sums["upstream_key_id"] is not None else None
     start = _utc(sums["bucket"])
-    org = orgs.get(org_pk) if org_pk else None
+    org = orgs.get(sums["group"]) if sums["group"] is not None else None  # the keys' organisation
     row = _model_row(rows, org, start, start + WINDOW[granularity], sums["model"])
     row.observed.requests += sums["requests"]
     row.observed.prompt_tokens += sums["prompt_tokens"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -24,7 +24,7 @@ from functools import reduce
 from typing import Any, Literal
 
 from django.conf import settings
-from django.db.models import Min, Q, QuerySet, Sum
+from django.db.models import BigIntegerField, Case, F, Min, Q, QuerySet, Sum, Value, When
 from django.utils import timezone
 
 from together_dash.traffic.models import (
@@ -217,23 +217,45 @@ def bucketed(
 
 
 def window_sums(
-    start: datetime, end: datetime, window: Literal["hour", "day"], columns: Iterable[str] = COUNTER_COLUMNS
+    start: datetime,
+    end: datetime,
+    window: Literal["hour", "day"],
+    columns: Iterable[str] = COUNTER_COLUMNS,
+    key_groups: Mapping[int, int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Sums per (bucket, upstream key, model) of whole hours (UsageHour) or UTC days (UsageDay).
+    """Sums per (bucket, group, model) of whole hours (UsageHour) or UTC days (UsageDay).
 
-    start and end are rounded out to whole windows first: a window is counted whole or not at all,
-    as Together's billing report counts it.
+    The group is the upstream key id; with key_groups (key id -> group id, e.g. the key's organisation)
+    it is the key's group, summed in the database, and None for keys in no group and rows with no key.
+    start and end are rounded out to whole windows first: a window is counted whole or not at all, as
+    Together's billing report counts it.
     """
     size, table = (HOUR, UsageHour) if window == "hour" else (DAY, UsageDay)
     first, last = align(start, end, size)
     columns = tuple(columns)
     rows = table.objects.filter(bucket__gte=first, bucket__lt=last)
-    found = rows.values("bucket", "upstream_key_id", "model").annotate(**_sums(columns)).order_by()
+    found = (
+        rows.annotate(group=_group_of_key(key_groups))
+        .values("bucket", "group", "model")
+        .annotate(**_sums(columns))
+        .order_by()
+    )
     return [
-        {"bucket": row["bucket"], "upstream_key_id": row["upstream_key_id"], "model": row["model"],
+        {"bucket": row["bucket"], "group": row["group"], "model": row["model"],
          **{column: row[f"sum_{column}"] or 0 for column in columns}}
         for row in found
     ]
+
+
+def _group_of_key(key_groups: Mapping[int, int] | None) -> Any:
+    if key_groups is None:
+        return F("upstream_key_id")
+    members: dict[int, list[int]] = {}
+    for key_id, group in key_groups.items():
+        members.setdefault(group, []).append(key_id)
+    whens = [When(upstream_key_id__in=keys, then=Value(group)) for group, keys in sorted(members.items())]
+    nothing = Value(None, output_field=BigIntegerField())
+    return Case(*whens, default=nothing, output_field=BigIntegerField()) if whens else nothing
 
 
 def _piece_rows(found: list[Piece], key_id: int | None, model: str | None) -> Iterable[QuerySet[UsageRollup]]:

@@ -85,3 +85,11 @@ def usd(value: Decimal | None, places: int = 6) -> str:
         return "–"
     amount = Decimal(value).quantize(Decimal(1).scaleb(-int(places)))
     return f"-${-amount:,.{places}f}" if amount < 0 else f"${amount:,.{places}f}"
+
+
+@register.filter
+def usd_short(value: Decimal | None) -> str:
+    """A headline amount: cents, or six places below a cent (a small bill is not "$0.00")."""
+    if value is None or abs(value) >= Decimal("0.01") or value == 0:
+        return usd(value, 2)
+    return usd(value, 6)
