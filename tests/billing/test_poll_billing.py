@@ -14,6 +14,7 @@ from django.core.management import call_command
 
 from tests.billing.conftest import Biller, exact
 from together_dash.billing.models import (
+    BillingDay,
     BillingLineItem,
     BillingMonth,
     BillingWindow,
@@ -259,3 +260,38 @@ def test_a_key_whose_whoami_is_silent_is_placed_by_the_report_itself(biller: Bil
     assert report.ok == 1
     assert OrganizationKey.objects.get(key=key).organization.organization_id == ORG
     assert stored() == reported(biller.report(secret, "2026-03"))
+
+
+def day_sums() -> dict[tuple, tuple[Decimal, Decimal]]:
+    """The day summaries, and the same sums made from the stored items."""
+    return {
+        (d.day, d.product_name, tuple(sorted(d.attributes.items()))): (d.quantity, d.cost)
+        for d in BillingDay.objects.all()
+    }
+
+
+def item_sums() -> dict[tuple, tuple[Decimal, Decimal]]:
+    found: dict[tuple, tuple[Decimal, Decimal]] = {}
+    for i in BillingLineItem.objects.all():
+        key = (i.start_time.replace(hour=0), i.product_name, tuple(sorted(i.attributes.items())))
+        quantity, cost = found.get(key, (Decimal(0), Decimal(0)))
+        found[key] = (quantity + i.quantity, cost + i.cost)
+    return found
+
+
+def test_the_day_summaries_follow_added_revised_and_removed_windows(biller: Biller) -> None:
+    _, secret = add_key("main")
+    for hour in (0, 3):
+        biller.at(CALLS_AT + timedelta(hours=hour))
+        biller.chat(secret)
+    biller.poll(POLL_AT + timedelta(hours=3))
+    assert day_sums() == item_sums() and len(day_sums()) == 2  # input and output lines of one day
+
+    biller.at(CALLS_AT + timedelta(minutes=5))
+    biller.chat(secret, content="metered late " * 30)  # the first hour is revised
+    biller.poll(POLL_AT + timedelta(hours=4))
+    assert day_sums() == item_sums()
+
+    biller.simulator.reset()  # every window revised to nothing
+    biller.poll(POLL_AT + timedelta(hours=5))
+    assert not BillingDay.objects.exists() and not BillingLineItem.objects.exists()

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Literal
 
 from django.conf import settings
@@ -86,8 +87,12 @@ class Product:
 
 def product_of(name: str, pricing_dimensions: Mapping[str, str], attributes: Mapping[str, str]) -> Product:
     """How a line item's product name, pricing dimensions and attributes identify a model and token type."""
+    return _product(name, str(pricing_dimensions.get("model") or attributes.get("model") or ""))
+
+
+@lru_cache(maxsize=4096)
+def _product(name: str, model: str) -> Product:
     lowered = name.lower()
-    model = str(pricing_dimensions.get("model") or attributes.get("model") or "")
     charge = next((kind for prefix, kind in NOT_PER_REQUEST if lowered.startswith(prefix)), "")
     if not charge and not model:
         charge = "other"
@@ -358,7 +363,7 @@ def _add_billed(
     else:
         row = _model_row(rows, org, start, end, product.model)
     if row.billed is None:
-        row.billed = Billed()  # stored items of a window make it billed, whatever the coverage says
+        return  # a day whose first hours are billed is not a finished day window: its row waits
     quantity, cost = Decimal(item["quantity"] or 0), Decimal(item["cost"] or 0)
     row.billed.cost += cost
     row.billed.quantity += quantity
