@@ -3,7 +3,13 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from together_dash.billing.models import BillingLineItem, BillingMonth, BillingWindow, Organization
+from together_dash.billing.models import (
+    BillingDay,
+    BillingLineItem,
+    BillingMonth,
+    BillingWindow,
+    Organization,
+)
 from together_dash.pollers.admin import PolledDataAdmin
 
 
@@ -32,3 +38,10 @@ class BillingLineItemAdmin(PolledDataAdmin):
     list_filter = ("organization", "product_name")
     search_fields = ("product_name",)
     date_hierarchy = "start_time"
+
+
+@admin.register(BillingDay)
+class BillingDayAdmin(PolledDataAdmin):
+    list_display = ("day", "organization", "product_name", "quantity", "cost")
+    list_filter = ("organization", "product_name")
+    date_hierarchy = "day"

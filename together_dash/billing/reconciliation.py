@@ -15,6 +15,7 @@ Each row gets one cause from CAUSES, picked in a fixed order (`cause_of`).
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,9 @@ from functools import lru_cache
 from typing import Literal
 
 from django.conf import settings
-from django.db.models import F, Sum
+from django.db.models import F, Sum, TextField
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast, Coalesce
 
 from together_dash.billing.models import (
     BillingDay,
@@ -203,9 +206,17 @@ class OrganizationCoverage:
     organization: Organization
     # month (YYYY-MM) -> the end of its last finished hourly window when it was fetched
     months: dict[str, datetime]
+    # (start, end) -> status: every product of a window asks for the same one
+    _statuses: dict[tuple[datetime, datetime], str] = field(default_factory=dict, compare=False, repr=False)
 
     def status(self, start: datetime, end: datetime) -> str:
         """"billed" when the window is on a fetched report, else not_fetched or not_billed_yet."""
+        found = self._statuses.get((start, end))
+        if found is None:
+            found = self._statuses[start, end] = self._status(start, end)
+        return found
+
+    def _status(self, start: datetime, end: datetime) -> str:
         month = f"{start:%Y-%m}"
         fetched_through = self.months.get(month)
         if fetched_through is None:
@@ -328,13 +339,21 @@ def _billed_items(first: datetime, last: datetime, granularity: str) -> Iterable
     Day windows read the day summaries the poller keeps (BillingDay: a month is a few thousand rows
     whatever the traffic); hour windows sum the items of each hour in the database.
     """
-    fields = ("organization_id", "window_start", "product_name", "pricing_dimensions", "attributes")
+    # The model as text, the rest of the JSON as text too: only a charge's resource is ever parsed.
+    named = {
+        "line_model": Coalesce(
+            KeyTextTransform("model", "pricing_dimensions"), KeyTextTransform("model", "attributes")
+        ),
+        "dimensions_text": Cast("pricing_dimensions", TextField()),
+        "attributes_text": Cast("attributes", TextField()),
+    }
+    fields = ("organization_id", "window_start", "product_name", *named)
     if granularity == "day":
-        days = BillingDay.objects.filter(day__gte=first, day__lt=last).annotate(window_start=F("day"))
-        return days.values(*fields, "quantity", "cost")
+        days = BillingDay.objects.filter(day__gte=first, day__lt=last)
+        return days.annotate(window_start=F("day"), **named).values(*fields, "quantity", "cost")
     items = BillingLineItem.objects.filter(start_time__gte=first, start_time__lt=last)
     return (
-        items.annotate(window_start=F("start_time"))
+        items.annotate(window_start=F("start_time"), **named)
         .values(*fields)
         .annotate(quantity=Sum("quantity"), cost=Sum("cost"))
         .order_by()
@@ -350,11 +369,11 @@ def _add_billed(
 ) -> None:
     start = _utc(item["window_start"])
     end = start + WINDOW[granularity]
-    dimensions, attributes = item["pricing_dimensions"] or {}, item["attributes"] or {}
-    product = product_of(item["product_name"], dimensions, attributes)
+    product = _product(item["product_name"], item["line_model"] or "")
     org = orgs[item["organization_id"]]
     if product.charge:
-        resource = {str(k): str(v) for k, v in {**dimensions, **attributes}.items()}
+        parts = (json.loads(item["dimensions_text"] or "{}"), json.loads(item["attributes_text"] or "{}"))
+        resource = {str(k): str(v) for part in parts if isinstance(part, dict) for k, v in part.items()}
         key = (org.organization.pk, start, "charge", item["product_name"], tuple(sorted(resource.items())))
         row = rows.get(key) or rows.setdefault(key, Row(
             org.organization.organization_id, start, end, item["product_name"], product.model,
