@@ -208,6 +208,13 @@ class OrganizationCoverage:
     months: dict[str, datetime]
     # (start, end) -> status: every product of a window asks for the same one
     _statuses: dict[tuple[datetime, datetime], str] = field(default_factory=dict, compare=False, repr=False)
+    # Read once: a model instance's pk is a property, slow enough to show in a loop over thousands of rows.
+    pk: int = field(init=False, compare=False)
+    organization_id: str = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pk", self.organization.pk)
+        object.__setattr__(self, "organization_id", self.organization.organization_id)
 
     def status(self, start: datetime, end: datetime) -> str:
         """"billed" when the window is on a fetched report, else not_fetched or not_billed_yet."""
@@ -374,11 +381,15 @@ def _add_billed(
     if product.charge:
         parts = (json.loads(item["dimensions_text"] or "{}"), json.loads(item["attributes_text"] or "{}"))
         resource = {str(k): str(v) for part in parts if isinstance(part, dict) for k, v in part.items()}
-        key = (org.organization.pk, start, "charge", item["product_name"], tuple(sorted(resource.items())))
-        row = rows.get(key) or rows.setdefault(key, Row(
-            org.organization.organization_id, start, end, item["product_name"], product.model,
-            product.charge, resource, _billed_or_none(org, start, end),
-        ))
+        key = (org.pk, start, "charge", item["product_name"], tuple(sorted(resource.items())))
+        row = rows.get(key)
+        if row is None:
+            status = org.status(start, end)
+            row = rows[key] = Row(
+                org.organization_id, start, end, item["product_name"], product.model,
+                product.charge, resource, Billed() if status == "billed" else None,
+                cause="" if status == "billed" else status,
+            )
     else:
         row = _model_row(rows, org, start, end, product.model)
     if row.billed is None:
@@ -398,20 +409,16 @@ def _unit(product_name: str) -> str:
     return "minutes" if "minute" in measure else measure
 
 
-def _billed_or_none(org: OrganizationCoverage, start: datetime, end: datetime) -> Billed | None:
-    return Billed() if org.status(start, end) == "billed" else None
-
-
 def _model_row(
     rows: dict[tuple, Row], org: OrganizationCoverage | None, start: datetime, end: datetime, model: str
 ) -> Row:
-    key = (org.organization.pk if org else None, start, "model", model)
+    key = (org.pk if org else None, start, "model", model)
     row = rows.get(key)
     if row is None:
         status = org.status(start, end) if org else "unlinked_key"
         billed = Billed() if status == "billed" else None
         row = rows[key] = Row(
-            org.organization.organization_id if org else None, start, end, model, model, "", {}, billed,
+            org.organization_id if org else None, start, end, model, model, "", {}, billed,
             cause="" if status in ("billed", "unlinked_key") else status,
         )
     return row
