@@ -14,7 +14,8 @@ import time_machine
 from django.test import Client
 
 from tests.billing.conftest import MODEL, Biller
-from together_dash.billing.reconciliation import CAUSES, Row, product_of, reconcile
+from together_dash.billing.products import product_of
+from together_dash.billing.reconciliation import CAUSES, Row, reconcile
 from together_dash.catalog.models import ModelInfo
 from together_dash.catalog.polling import poll_models
 from together_dash.catalog.pricing import invalidate_prices

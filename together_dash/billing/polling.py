@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.db import transaction
-from django.db.models import Sum
 from django.utils import timezone
 
 from together_dash.billing.models import (
@@ -31,6 +31,7 @@ from together_dash.billing.models import (
     Organization,
     OrganizationKey,
 )
+from together_dash.billing.products import product_of, unit_of
 from together_dash.pollers.fanout import FanOutConfig, KeyOutcome, KeyRef, fan_out, key_refs
 from together_dash.pollers.models import PollerKeyState
 from together_dash.pollers.runs import PollReport, active_keys, keys_due, record_outcomes, run_poller
@@ -342,20 +343,41 @@ def _day_rows(organization: Organization, day: datetime) -> list[BillingDay]:
     items = BillingLineItem.objects.filter(
         organization=organization, start_time__gte=day, start_time__lt=day + timedelta(days=1)
     )
-    sums = (
-        items.values("product_name", "pricing_dimensions", "attributes")
-        .annotate(total_quantity=Sum("quantity"), total_cost=Sum("cost"))
-        .order_by()
-    )
-    return [
-        BillingDay(
-            organization=organization, day=day, product_name=row["product_name"],
-            pricing_dimensions=row["pricing_dimensions"], attributes=row["attributes"],
-            group_key=_sha256([row["product_name"], row["pricing_dimensions"], row["attributes"]]),
-            quantity=row["total_quantity"], cost=row["total_cost"],
-        )
-        for row in sums
-    ]
+    lines = items.values_list("product_name", "pricing_dimensions", "attributes", "quantity", "cost")
+    return day_rows(BillingDay, organization.pk, day, lines)
+
+
+TOKEN_FIELDS = {"input": "input_tokens", "cached_input": "cached_input_tokens", "output": "output_tokens"}
+
+
+def day_rows(
+    model: type[BillingDay], organization_id: int, day: datetime, lines: Iterable[Sequence[Any]]
+) -> list[BillingDay]:
+    """A day's lines (product, dimensions, attributes, quantity, cost) summed into BillingDay rows of
+    `model` (the migration that made the table passes its historical model)."""
+    rows: dict[str, BillingDay] = {}
+    for name, dimensions, attributes, quantity, cost in lines:
+        line = product_of(name, dimensions or {}, attributes or {})
+        if line.charge:
+            resource = {str(k): str(v) for part in (dimensions, attributes) for k, v in (part or {}).items()}
+            key = _sha256(["charge", name, resource])
+        else:
+            resource, key = {}, _sha256(["model", line.model])
+        row = rows.get(key)
+        if row is None:
+            zero = Decimal(0)
+            row = rows[key] = model(
+                organization_id=organization_id, day=day, model=line.model,
+                product_name=name if line.charge else "", resource=resource, group_key=key,
+                input_tokens=zero, cached_input_tokens=zero, output_tokens=zero, quantity=zero, cost=zero,
+            )
+        row.quantity += quantity
+        row.cost += cost
+        if line.token_type:
+            field_name = TOKEN_FIELDS[line.token_type]
+            setattr(row, field_name, getattr(row, field_name) + quantity)
+        row.unit = "tokens" if line.token_type else unit_of(name)
+    return list(rows.values())
 
 
 def _record_month(organization: Organization, report: MonthReport, windows: int, now: datetime) -> None:

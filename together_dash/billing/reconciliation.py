@@ -2,8 +2,9 @@
 the likely cause of each difference: the one reader behind GET /api/billing/reconciliation and /billing/.
 
 Billed: the stored line items of each organisation's report (hourly windows), or for day windows their
-UTC-day sums (BillingDay, kept by the poller). Observed: the usage rollups (UsageHour or UsageDay, never
-the request logs) of the upstream keys linked to that organisation (OrganizationKey, from whoami).
+UTC-day sums per model or charge (BillingDay, kept by the poller). Observed: the usage rollups
+(UsageHour or UsageDay, never the request logs) of the upstream keys linked to that organisation
+(OrganizationKey, from whoami).
 
 A line item names its model in `pricing_dimensions.model` (else `attributes.model`), the catalog's model
 id, which is the rollups' model column; its token type is the end of its product name ("Serverless
@@ -16,15 +17,14 @@ Each row gets one cause from CAUSES, picked in a fixed order (`cause_of`).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from functools import lru_cache
 from typing import Literal
 
 from django.conf import settings
-from django.db.models import F, Sum, TextField
+from django.db.models import Sum, TextField
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Coalesce
 
@@ -35,7 +35,8 @@ from together_dash.billing.models import (
     Organization,
     OrganizationKey,
 )
-from together_dash.billing.polling import GRANULARITY, month_bounds
+from together_dash.billing.polling import GRANULARITY, TOKEN_FIELDS, month_bounds
+from together_dash.billing.products import Product, product_named, unit_of
 from together_dash.traffic import rollups
 
 Granularity = Literal["hour", "day"]
@@ -66,47 +67,6 @@ CAUSES: dict[str, str] = {
     "price_mismatch": "The same tokens at a different cost: the catalog's price is not the unit price "
     "Together billed.",
 }
-
-# Product name prefixes (case-insensitive) of charges that no request log stands for.
-NOT_PER_REQUEST: tuple[tuple[str, str], ...] = (
-    ("dedicated", "dedicated endpoint"),
-    ("fine-tun", "fine-tuning"),
-    ("fine tun", "fine-tuning"),
-    ("finetun", "fine-tuning"),
-    ("batch", "batch job"),
-)
-
-
-# ---- what a line item is ------------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Product:
-    """What a line item charges for: a model's tokens (per request) or a charge of its own."""
-
-    model: str  # the catalog model id, "" for a charge that names none
-    token_type: str  # input, cached_input, output, or "" (images, minutes, ...)
-    charge: str  # "" for per-request usage, else what kind of charge (dedicated endpoint, fine-tuning, ...)
-
-
-def product_of(name: str, pricing_dimensions: Mapping[str, str], attributes: Mapping[str, str]) -> Product:
-    """How a line item's product name, pricing dimensions and attributes identify a model and token type."""
-    return _product(name, str(pricing_dimensions.get("model") or attributes.get("model") or ""))
-
-
-@lru_cache(maxsize=4096)
-def _product(name: str, model: str) -> Product:
-    lowered = name.lower()
-    charge = next((kind for prefix, kind in NOT_PER_REQUEST if lowered.startswith(prefix)), "")
-    if not charge and not model:
-        charge = "other"
-    measure = lowered.rsplit(" - ", 1)[-1] if " - " in lowered else ""
-    token_type = ""
-    if "token" in measure:
-        token_type = "cached_input" if "cached" in measure else "input" if "input" in measure else (
-            "output" if "output" in measure else ""
-        )
-    return Product(model, token_type, charge)
-
 
 # ---- rows ---------------------------------------------------------------------------------------------
 
@@ -324,8 +284,12 @@ def reconcile(
     orgs = coverage()
     links = dict(OrganizationKey.objects.values_list("key_id", "organization_id"))
     rows: dict[tuple, Row] = {}
-    for item in _billed_items(first, last, granularity):
-        _add_billed(rows, orgs, item, granularity)
+    if granularity == "day":
+        for day in _billed_days(first, last):
+            _add_billed_day(rows, orgs, day)
+    else:
+        for item in _billed_hours(first, last):
+            _add_billed_hour(rows, orgs, item)
     for sums in rollups.window_sums(first, last, granularity, OBSERVED_COLUMNS, key_groups=links):
         _add_observed(rows, orgs, sums, granularity)
     for row in rows.values():
@@ -340,12 +304,17 @@ def reconcile(
 OBSERVED_COLUMNS = ("requests", "prompt_tokens", "completion_tokens", "cost_usd", "unpriced_requests")
 
 
-def _billed_items(first: datetime, last: datetime, granularity: str) -> Iterable[dict]:
-    """Billed amounts per organisation, window, product, dimensions and attributes.
+def _billed_days(first: datetime, last: datetime) -> Iterable[tuple]:
+    """The day summaries the poller keeps (BillingDay): a row per model or charge, as shown."""
+    days = BillingDay.objects.filter(day__gte=first, day__lt=last)
+    return days.values_list(
+        "organization_id", "day", "model", "product_name", "resource", "input_tokens", "cached_input_tokens",
+        "output_tokens", "quantity", "unit", "cost",
+    )
 
-    Day windows read the day summaries the poller keeps (BillingDay: a month is a few thousand rows
-    whatever the traffic); hour windows sum the items of each hour in the database.
-    """
+
+def _billed_hours(first: datetime, last: datetime) -> Iterable[dict]:
+    """Line items summed per organisation, hour, product, dimensions and attributes, in the database."""
     # The model as text, the rest of the JSON as text too: only a charge's resource is ever parsed.
     named = {
         "line_model": Coalesce(
@@ -354,14 +323,10 @@ def _billed_items(first: datetime, last: datetime, granularity: str) -> Iterable
         "dimensions_text": Cast("pricing_dimensions", TextField()),
         "attributes_text": Cast("attributes", TextField()),
     }
-    fields = ("organization_id", "window_start", "product_name", *named)
-    if granularity == "day":
-        days = BillingDay.objects.filter(day__gte=first, day__lt=last)
-        return days.annotate(window_start=F("day"), **named).values(*fields, "quantity", "cost")
     items = BillingLineItem.objects.filter(start_time__gte=first, start_time__lt=last)
     return (
-        items.annotate(window_start=F("start_time"), **named)
-        .values(*fields)
+        items.annotate(**named)
+        .values("organization_id", "start_time", "product_name", *named)
         .annotate(quantity=Sum("quantity"), cost=Sum("cost"))
         .order_by()
     )
@@ -371,42 +336,60 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _add_billed(
-    rows: dict[tuple, Row], orgs: dict[int, OrganizationCoverage], item: dict, granularity: str
-) -> None:
-    start = _utc(item["window_start"])
-    end = start + WINDOW[granularity]
-    product = _product(item["product_name"], item["line_model"] or "")
-    org = orgs[item["organization_id"]]
+def _add_billed_day(rows: dict[tuple, Row], orgs: dict[int, OrganizationCoverage], day: tuple) -> None:
+    org_pk, start, model, name, resource, inputs, cached, outputs, quantity, unit, cost = day
+    start = _utc(start)
+    end, org = start + WINDOW["day"], orgs[org_pk]
+    if name:
+        row = _charge_row(rows, org, start, end, name, product_named(name, model), resource or {})
+    else:
+        row = _model_row(rows, org, start, end, model)
+    if row.billed is None:
+        return  # a day whose first hours are billed is not a finished day window: its row waits
+    billed = row.billed
+    billed.cost += cost
+    billed.quantity += quantity
+    billed.input_tokens += int(inputs)
+    billed.cached_input_tokens += int(cached)
+    billed.output_tokens += int(outputs)
+    billed.unit = unit
+
+
+def _add_billed_hour(rows: dict[tuple, Row], orgs: dict[int, OrganizationCoverage], item: dict) -> None:
+    start = _utc(item["start_time"])
+    end, org = start + WINDOW["hour"], orgs[item["organization_id"]]
+    name = item["product_name"]
+    product = product_named(name, item["line_model"] or "")
     if product.charge:
         parts = (json.loads(item["dimensions_text"] or "{}"), json.loads(item["attributes_text"] or "{}"))
         resource = {str(k): str(v) for part in parts if isinstance(part, dict) for k, v in part.items()}
-        key = (org.pk, start, "charge", item["product_name"], tuple(sorted(resource.items())))
-        row = rows.get(key)
-        if row is None:
-            status = org.status(start, end)
-            row = rows[key] = Row(
-                org.organization_id, start, end, item["product_name"], product.model,
-                product.charge, resource, Billed() if status == "billed" else None,
-                cause="" if status == "billed" else status,
-            )
+        row = _charge_row(rows, org, start, end, name, product, resource)
     else:
         row = _model_row(rows, org, start, end, product.model)
     if row.billed is None:
-        return  # a day whose first hours are billed is not a finished day window: its row waits
-    quantity, cost = Decimal(item["quantity"] or 0), Decimal(item["cost"] or 0)
-    row.billed.cost += cost
+        return
+    quantity = Decimal(item["quantity"] or 0)
+    row.billed.cost += Decimal(item["cost"] or 0)
     row.billed.quantity += quantity
     if product.token_type:
-        name = {"input": "input_tokens", "cached_input": "cached_input_tokens", "output": "output_tokens"}
-        field_name = name[product.token_type]
+        field_name = TOKEN_FIELDS[product.token_type]
         setattr(row.billed, field_name, getattr(row.billed, field_name) + int(quantity))
-    row.billed.unit = "tokens" if product.token_type else _unit(item["product_name"])
+    row.billed.unit = "tokens" if product.token_type else unit_of(name)
 
 
-def _unit(product_name: str) -> str:
-    measure = product_name.rsplit(" - ", 1)[-1].lower() if " - " in product_name else ""
-    return "minutes" if "minute" in measure else measure
+def _charge_row(
+    rows: dict[tuple, Row], org: OrganizationCoverage, start: datetime, end: datetime, name: str,
+    product: Product, resource: dict[str, str],
+) -> Row:
+    key = (org.pk, start, "charge", name, tuple(sorted(resource.items())))
+    row = rows.get(key)
+    if row is None:
+        status = org.status(start, end)
+        row = rows[key] = Row(
+            org.organization_id, start, end, name, product.model, product.charge, resource,
+            Billed() if status == "billed" else None, cause="" if status == "billed" else status,
+        )
+    return row
 
 
 def _model_row(
