@@ -240,11 +240,15 @@ def window_sums(
         .annotate(**_sums(columns))
         .order_by()
     )
-    return [
-        {"bucket": row["bucket"], "group": row["group"], "model": row["model"],
-         **{column: row[f"sum_{column}"] or 0 for column in columns}}
-        for row in found
-    ]
+    sums = {f"sum_{column}": column for column in columns}
+    return [_unprefixed_sums(row, sums) for row in found]
+
+
+def _unprefixed_sums(row: dict[str, Any], sums: dict[str, str]) -> dict[str, Any]:
+    """A grouped row with its sums under their column names, 0 where the database summed nothing."""
+    return {name: value for name, value in row.items() if name not in sums} | {
+        column: row[name] or 0 for name, column in sums.items()
+    }
 
 
 def _group_of_key(key_groups: Mapping[int, int] | None) -> Any:
