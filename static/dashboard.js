@@ -4,6 +4,7 @@
 // endpoints named in the #td-config json_script, redraw with chart.update(), and swap the server-rendered
 // sections marked [data-refresh] from a fresh copy of the page: on load, on every filter change, and
 // every 30 seconds. The URL is kept in step (history.replaceState) so it can be shared.
+// Pages with a chart drawn once (an error's occurrences, billing) read it from json_script.
 // Chart instances are on window.tdCharts and the last payloads on window.tdData, for tests and debugging.
 (function () {
   "use strict";
@@ -332,6 +333,45 @@
       options: {
         scales: { x: timeScale(payload), y: { beginAtZero: true, ticks: { precision: 0 }, title: axisTitle("Occurrences") } },
         plugins: { legend: { display: false } },
+      },
+    });
+  }
+
+  // Billing: cost billed by Together against cost observed, per window (billed is null until reported).
+  const billing = document.querySelector('canvas[data-static-chart="billing"]');
+  if (billing) {
+    const payload = JSON.parse(document.getElementById("billing-data").textContent);
+    const amounts = function (values) { return values.map(function (v) { return v === null ? null : Number(v); }); };
+    data.billing = payload;
+    charts.billing = new Chart(billing, {
+      type: "bar",
+      data: {
+        labels: timeLabels(payload),
+        datasets: [
+          { label: "Billed by Together", name: "billed", data: amounts(payload.billed), backgroundColor: payload.billedColor, borderWidth: 0, maxBarThickness: 28 },
+          { label: "Observed (proxy and ingest)", name: "observed", data: amounts(payload.observed), backgroundColor: payload.observedColor, borderWidth: 0, maxBarThickness: 28 },
+        ],
+      },
+      options: {
+        interaction: { mode: "index", intersect: false },
+        scales: {
+          x: timeScale(payload),
+          y: {
+            beginAtZero: true,
+            title: axisTitle("Cost (USD)"),
+            ticks: { callback: function (value) { return "$" + Number(value).toLocaleString(undefined, { maximumSignificantDigits: 3 }); } },
+          },
+        },
+        plugins: {
+          legend: { position: "bottom" },
+          tooltip: {
+            callbacks: {
+              label: function (item) {
+                return item.dataset.label + ": " + (item.raw === null ? "not billed yet" : "$" + item.raw.toFixed(6));
+              },
+            },
+          },
+        },
       },
     });
   }

@@ -6,7 +6,7 @@ from ninja import NinjaAPI
 api = NinjaAPI(
     title="together-dash API",
     version="1",
-    description="Ingest request logs, read usage and errors, and run Together preflight checks.",
+    description="Ingest request logs; read usage and errors; reconcile billing; run preflight checks.",
     urls_namespace="api",
 )
 
@@ -21,3 +21,6 @@ api.add_router("/", diagnostics_router)
 from together_dash.billing.runway_api import router as runway_router  # noqa: E402
 
 api.add_router("/", runway_router)
+from together_dash.billing.api import router as billing_router  # noqa: E402
+
+api.add_router("/", billing_router)

@@ -37,16 +37,27 @@ def env_bool(name: str, default: bool) -> bool:
     return _BOOLEANS[value.strip().lower()]
 
 
-def env_usd(name: str, default: str) -> Decimal:
-    """Read an amount in USD exactly (a Decimal, never a float); a typo is an error, not 0."""
+def env_decimal(name: str, default: str) -> Decimal:
+    """Read an exact decimal (money, percentages) strictly: "0.5%" or "1,5" is an error, not a guess."""
     value = env.ENVIRON.get(name, default)
+    return _decimal_at_least_zero(name, value, value.strip(), "a decimal number (e.g. 0.5)")
+
+
+def env_usd(name: str, default: str) -> Decimal:
+    """Read an amount in USD exactly (a Decimal, never a float; "$1.50" or "1.50"); a typo is an error."""
+    value = env.ENVIRON.get(name, default)
+    text = value.strip().removeprefix("$")
+    return _decimal_at_least_zero(name, value, text, "an amount in USD (e.g. 1.50)")
+
+
+def _decimal_at_least_zero(name: str, value: str, text: str, what: str) -> Decimal:
     try:
-        amount = Decimal(value.strip().removeprefix("$"))
+        number = Decimal(text)
     except InvalidOperation:
-        raise ImproperlyConfigured(f"{name}={value!r} is not an amount in USD (e.g. 1.50).") from None
-    if not amount.is_finite() or amount < 0:
-        raise ImproperlyConfigured(f"{name}={value!r} must be a positive amount in USD.")
-    return amount
+        raise ImproperlyConfigured(f"{name}={value!r} is not {what}.") from None
+    if not number.is_finite() or number < 0:
+        raise ImproperlyConfigured(f"{name}={value!r} must be {what} of at least 0.")
+    return number
 
 
 def _kept_locally(name: str, make: callable) -> str:
@@ -222,6 +233,12 @@ REQUEST_LOG_RETENTION_DAYS = env.int("REQUEST_LOG_RETENTION_DAYS", default=30)
 ROLLUP_MINUTE_RETENTION_DAYS = env.int("ROLLUP_MINUTE_RETENTION_DAYS", default=3)
 INGEST_MAX_BYTES = env.int("INGEST_MAX_BYTES", default=5 * 1024 * 1024)
 INGEST_MAX_RECORDS = env.int("INGEST_MAX_RECORDS", default=10_000)
+
+# Billing reconciliation (together_dash/billing/reconciliation.py): billed and observed cost of a window
+# and product match when they differ by at most max(TOLERANCE_USD, TOLERANCE_PERCENT of the billed cost).
+# Observed costs are rounded to 8 places per request, so a few millionths of a dollar always remain.
+BILLING_RECONCILE_TOLERANCE_USD = env_decimal("BILLING_RECONCILE_TOLERANCE_USD", "0.000001")
+BILLING_RECONCILE_TOLERANCE_PERCENT = env_decimal("BILLING_RECONCILE_TOLERANCE_PERCENT", "0.5")
 
 # The proxy at /v1/ (together_dash/proxy). App keys are checked against a per-process cache,
 # so a revoked or expired app key stops working within PROXY_KEY_CACHE_SECONDS.

@@ -11,8 +11,11 @@ import httpx
 import pytest
 import time_machine
 import together
+from django.test import Client
 
+from tests.dashboard.conftest import logged_in, make_user
 from together_dash.billing.polling import poll_billing
+from together_dash.core.roles import VIEWER_GROUP
 from together_dash.pollers.fanout import FanOutConfig
 from together_dash.pollers.runs import PollReport
 from together_dash.simulator import catalog
@@ -61,3 +64,10 @@ def exact(value: object) -> str:
     assert isinstance(value, Decimal)
     text = format(value.normalize(), "f")
     return "0" if text == "-0" else text
+
+
+@pytest.fixture
+def viewer_web(db: None, settings: object) -> Client:
+    """A logged-in viewer (fast password hashing: the tests log in, they do not test hashing)."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    return logged_in(make_user("vic-viewer", VIEWER_GROUP))

@@ -14,6 +14,7 @@ from django.core.management import call_command
 
 from tests.billing.conftest import Biller, exact
 from together_dash.billing.models import (
+    BillingDay,
     BillingLineItem,
     BillingMonth,
     BillingWindow,
@@ -259,3 +260,43 @@ def test_a_key_whose_whoami_is_silent_is_placed_by_the_report_itself(biller: Bil
     assert report.ok == 1
     assert OrganizationKey.objects.get(key=key).organization.organization_id == ORG
     assert stored() == reported(biller.report(secret, "2026-03"))
+
+
+def day_sums() -> dict[tuple, tuple[Decimal, ...]]:
+    """The day summaries: per day and model, input, cached input and output tokens and the cost."""
+    return {
+        (d.day, d.model, d.product_name): (d.input_tokens, d.cached_input_tokens, d.output_tokens, d.cost)
+        for d in BillingDay.objects.all()
+    }
+
+
+TOKEN_LINES = {"Input Tokens": 0, "Cached Input Tokens": 1, "Output Tokens": 2}
+
+
+def item_sums() -> dict[tuple, tuple[Decimal, ...]]:
+    """The same sums made from the stored items (these tests bill chat calls only: token lines)."""
+    found: dict[tuple, list[Decimal]] = {}
+    for i in BillingLineItem.objects.all():
+        key = (i.start_time.replace(hour=0), i.pricing_dimensions["model"], "")
+        sums = found.setdefault(key, [Decimal(0)] * 4)
+        sums[TOKEN_LINES[i.product_name.rsplit(" - ", 1)[-1]]] += i.quantity
+        sums[3] += i.cost
+    return {key: tuple(sums) for key, sums in found.items()}
+
+
+def test_the_day_summaries_follow_added_revised_and_removed_windows(biller: Biller) -> None:
+    _, secret = add_key("main")
+    for hour in (0, 3):
+        biller.at(CALLS_AT + timedelta(hours=hour))
+        biller.chat(secret)
+    biller.poll(POLL_AT + timedelta(hours=3))
+    assert day_sums() == item_sums() and len(day_sums()) == 1  # one model on one day: one row
+
+    biller.at(CALLS_AT + timedelta(minutes=5))
+    biller.chat(secret, content="metered late " * 30)  # the first hour is revised
+    biller.poll(POLL_AT + timedelta(hours=4))
+    assert day_sums() == item_sums()
+
+    biller.simulator.reset()  # every window revised to nothing
+    biller.poll(POLL_AT + timedelta(hours=5))
+    assert not BillingDay.objects.exists() and not BillingLineItem.objects.exists()

@@ -4,12 +4,13 @@ import json
 import os
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from together_dash.settings import env_bool
+from together_dash.settings import env_bool, env_decimal
 
 ROOT = Path(__file__).resolve().parents[2]
 BOOLEAN_SETTINGS = (
@@ -88,3 +89,17 @@ def test_it_refuses_anything_else(monkeypatch: pytest.MonkeyPatch, value: str) -
     monkeypatch.setenv("SOME_FLAG", value)
     with pytest.raises(ImproperlyConfigured, match=f"^SOME_FLAG={value!r} is not a boolean"):
         env_bool("SOME_FLAG", default=False)
+
+
+@pytest.mark.parametrize("value", ["0.5%", "1,5", "lots", "-1", "NaN", "Infinity"])
+def test_a_tolerance_that_is_no_plain_decimal_stops_the_settings_import(tmp_path: Path, value: str) -> None:
+    done = _run(tmp_path, ["-c", "import together_dash.settings"], BILLING_RECONCILE_TOLERANCE_PERCENT=value)
+    assert done.returncode != 0
+    assert f"BILLING_RECONCILE_TOLERANCE_PERCENT={value!r}" in done.stderr
+
+
+def test_a_tolerance_reaches_the_settings_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOME_TOLERANCE", " 0.25 ")
+    assert env_decimal("SOME_TOLERANCE", "1") == Decimal("0.25")
+    monkeypatch.delenv("SOME_TOLERANCE")
+    assert env_decimal("SOME_TOLERANCE", "1") == Decimal(1)

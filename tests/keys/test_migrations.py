@@ -4,29 +4,19 @@ from __future__ import annotations
 
 import pytest
 from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
+from tests.migrating import migrate, migrate_to_latest
 from together_dash.keys.models import RateLimitSnapshot, TogetherKey
 from together_dash.pollers.testing import new_secret
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _migrate(*targets: tuple[str, str]) -> None:
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(list(targets))
-
-
-def _migrate_to_latest() -> None:
-    """Every app forward again: going back also took back the migrations that depend on the old one."""
-    executor = MigrationExecutor(connection)
-    executor.migrate(executor.loader.graph.leaf_nodes())
 
 
 def test_snapshots_taken_before_the_move_are_still_there() -> None:
     key = TogetherKey.create(name="main", secret=new_secret())
-    _migrate(("keys", "0002_audit_log_and_upstream_grace"), ("pollers", "0001_initial"))
+    migrate(("keys", "0002_audit_log_and_upstream_grace"), ("pollers", "0001_initial"))
     assert "pollers_ratelimitsnapshot" in connection.introspection.table_names()
     with connection.cursor() as cursor:
         cursor.execute(
@@ -35,7 +25,7 @@ def test_snapshots_taken_before_the_move_are_still_there() -> None:
             [key.pk],
         )
 
-    _migrate_to_latest()
+    migrate_to_latest()
 
     assert "pollers_ratelimitsnapshot" not in connection.introspection.table_names()
     assert list(RateLimitSnapshot.objects.values_list("key__name", "headroom_pct")) == [("main", 42.0)]

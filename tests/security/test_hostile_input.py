@@ -65,6 +65,7 @@ def test_a_nul_byte_in_a_preflight_body_is_no_500(ops: Client) -> None:
         f"/api/requests.csv?end={FAR_OFFSET}",
         f"/api/usage?end={FAR_OFFSET}",
         f"/api/errors?since={FAR_OFFSET}&state=all",
+        f"/api/billing/reconciliation?end={FAR_OFFSET}",
     ],
 )
 def test_a_time_with_a_far_offset_is_read_in_utc(ops: Client, path: str) -> None:
@@ -76,14 +77,20 @@ def test_a_time_with_a_far_offset_is_read_in_utc(ops: Client, path: str) -> None
 
 
 @pytest.mark.parametrize(
-    "path", ["/api/requests?end=0001-01-01T00:00:00%2B16:09", "/api/errors?since=0001-01-01T00:00:00%2B01:00"]
+    "path",
+    [
+        "/api/requests?end=0001-01-01T00:00:00%2B16:09",
+        "/api/errors?since=0001-01-01T00:00:00%2B01:00",
+        "/api/billing/reconciliation?end=0001-01-01T00:00:00%2B16:09",
+    ],
 )
 def test_a_time_before_year_one_in_utc_is_a_client_error(ops: Client, path: str) -> None:
     assert ops.get(path).status_code in (400, 422)
 
 
-def test_a_custom_dashboard_range_with_a_far_offset_is_served(viewer_web: Client) -> None:
-    response = viewer_web.get(f"/requests/?range=custom&start=2025-12-31T00:00:00%2B16:09&end={FAR_OFFSET}")
+@pytest.mark.parametrize("page", ["/requests/", "/billing/"])
+def test_a_custom_dashboard_range_with_a_far_offset_is_served(viewer_web: Client, page: str) -> None:
+    response = viewer_web.get(f"{page}?range=custom&start=2025-12-31T00:00:00%2B16:09&end={FAR_OFFSET}")
 
     assert response.status_code == 200
 

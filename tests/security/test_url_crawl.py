@@ -53,6 +53,7 @@ DATA_ROUTES = (
     "api/usage",
     "api/preflight",
     "api/billing/runway",
+    "api/billing/reconciliation",
     "metrics",  # METRICS_TOKEN (Bearer), compared in constant time; 404 while it is unset
 )
 PAGE_ROUTES = (
@@ -72,6 +73,7 @@ PAGE_ROUTES = (
     "dashboard/keys/<int:key_id>/",
     "dashboard/runway/",
     "dashboard/runway/balance",
+    "billing/",
     "keys/",
     "keys/audit/",
     "keys/audit.csv",

@@ -5,6 +5,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from together_dash.billing.models import (
+    BillingDay,
     BillingLineItem,
     BillingMonth,
     BillingWindow,
@@ -50,3 +51,10 @@ class CreditBalanceAdmin(PolledDataAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: object | None = None) -> bool:
         return False  # the history is kept: a wrong entry is corrected by a newer one
+
+
+@admin.register(BillingDay)
+class BillingDayAdmin(PolledDataAdmin):
+    list_display = ("day", "organization", "product_name", "quantity", "cost")
+    list_filter = ("organization", "product_name")
+    date_hierarchy = "day"

@@ -166,3 +166,37 @@ class CreditBalance(models.Model):
     def __str__(self) -> str:
         scope = str(self.organization) if self.organization_id else "account-wide"
         return f"${self.balance_usd} as of {self.as_of:%Y-%m-%d %H:%M} ({scope})"
+
+
+class BillingDay(models.Model):
+    """One organisation's line items of one UTC day, as the reconciliation shows them: per model (its
+    input, cached input and output tokens side by side), or per charge with no request behind it.
+
+    What a reconciliation by day reads instead of every hourly item; store_month keeps it in step with
+    the items of every day whose windows it added, revised or removed (polling.summarize_days).
+    """
+
+    organization = models.ForeignKey(Organization, models.CASCADE, related_name="+")
+    day = models.DateTimeField()  # UTC midnight
+    model = models.CharField(max_length=200, blank=True)  # the catalog model id the lines name
+    # "" for a model's per-request usage; a charge's product name (billing.products says which is which).
+    product_name = models.CharField(max_length=200, blank=True)
+    resource = models.JSONField(default=dict, blank=True)  # a charge's dimensions and attributes
+    # sha256 of what makes the row: the model, or the charge's product and resource.
+    group_key = models.CharField(max_length=64)
+    input_tokens = amount_field()
+    cached_input_tokens = amount_field()
+    output_tokens = amount_field()
+    quantity = amount_field()  # every line's quantity, tokens or not
+    unit = models.CharField(max_length=20, blank=True)
+    cost = amount_field()
+
+    class Meta:
+        ordering = ["day", "model", "product_name"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "day", "group_key"], name="billingday_unique"),
+        ]
+        indexes = [models.Index(fields=["day"], name="billingday_day_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.day:%Y-%m-%d} {self.product_name or self.model}: {self.cost}"

@@ -12,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -23,12 +24,14 @@ from django.utils import timezone
 from together_dash.billing.models import (
     AMOUNT_DIGITS,
     AMOUNT_PLACES,
+    BillingDay,
     BillingLineItem,
     BillingMonth,
     BillingWindow,
     Organization,
     OrganizationKey,
 )
+from together_dash.billing.products import product_of, unit_of
 from together_dash.pollers.fanout import FanOutConfig, KeyOutcome, KeyRef, fan_out, key_refs
 from together_dash.pollers.models import PollerKeyState
 from together_dash.pollers.runs import PollReport, active_keys, keys_due, record_outcomes, run_poller
@@ -247,6 +250,7 @@ def store_month(organization: Organization, report: MonthReport, now: datetime) 
     }
     outcomes: Counter[str] = Counter()
     seen: set[datetime] = set()
+    touched: set[datetime] = set()  # UTC days whose items changed
     for window in report.windows:
         if not start <= window.start_time < end or window.start_time in seen:
             outcomes["ignored"] += 1  # not this month's, or the same window twice in one report
@@ -257,12 +261,17 @@ def store_month(organization: Organization, report: MonthReport, now: datetime) 
         if row is not None and row.digest == digest:
             outcomes["unchanged"] += 1
             continue
-        outcomes[replace_window(organization, window, digest, now)] += 1
+        outcome = replace_window(organization, window, digest, now)
+        outcomes[outcome] += 1
+        if outcome != "unchanged":
+            touched.add(day_of(window.start_time))
     for start_time, row in stored.items():
         # A finished window the complete report no longer has was revised down to nothing.
         if start_time not in seen:
             BillingWindow.objects.filter(pk=row.pk, digest=row.digest).delete()
             outcomes["removed"] += 1
+            touched.add(day_of(start_time))
+    summarize_days(organization, touched)
     _record_month(organization, report, len(seen), now)
     return outcomes
 
@@ -314,6 +323,61 @@ def line_items(
         )
         for item, identity in zip(window.line_items, identities(window), strict=True)
     ]
+
+
+def day_of(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def summarize_days(organization: Organization, days: Iterable[datetime]) -> None:
+    """Rebuild the organisation's BillingDay rows of these UTC days from their stored line items."""
+    for day in sorted(days):
+        with transaction.atomic():
+            # One writer per organisation at a time: two overlapping polls must not both insert a day.
+            Organization.objects.select_for_update().filter(pk=organization.pk).first()
+            BillingDay.objects.filter(organization=organization, day=day).delete()
+            BillingDay.objects.bulk_create(_day_rows(organization, day))
+
+
+def _day_rows(organization: Organization, day: datetime) -> list[BillingDay]:
+    items = BillingLineItem.objects.filter(
+        organization=organization, start_time__gte=day, start_time__lt=day + timedelta(days=1)
+    )
+    lines = items.values_list("product_name", "pricing_dimensions", "attributes", "quantity", "cost")
+    return day_rows(BillingDay, organization.pk, day, lines)
+
+
+TOKEN_FIELDS = {"input": "input_tokens", "cached_input": "cached_input_tokens", "output": "output_tokens"}
+
+
+def day_rows(
+    model: type[BillingDay], organization_id: int, day: datetime, lines: Iterable[Sequence[Any]]
+) -> list[BillingDay]:
+    """A day's lines (product, dimensions, attributes, quantity, cost) summed into BillingDay rows of
+    `model` (the migration that made the table passes its historical model)."""
+    rows: dict[str, BillingDay] = {}
+    for name, dimensions, attributes, quantity, cost in lines:
+        line = product_of(name, dimensions or {}, attributes or {})
+        if line.charge:
+            resource = {str(k): str(v) for part in (dimensions, attributes) for k, v in (part or {}).items()}
+            key = _sha256(["charge", name, resource])
+        else:
+            resource, key = {}, _sha256(["model", line.model])
+        row = rows.get(key)
+        if row is None:
+            zero = Decimal(0)
+            row = rows[key] = model(
+                organization_id=organization_id, day=day, model=line.model,
+                product_name=name if line.charge else "", resource=resource, group_key=key,
+                input_tokens=zero, cached_input_tokens=zero, output_tokens=zero, quantity=zero, cost=zero,
+            )
+        row.quantity += quantity
+        row.cost += cost
+        if line.token_type:
+            field_name = TOKEN_FIELDS[line.token_type]
+            setattr(row, field_name, getattr(row, field_name) + quantity)
+        row.unit = "tokens" if line.token_type else unit_of(name)
+    return list(rows.values())
 
 
 def _record_month(organization: Organization, report: MonthReport, windows: int, now: datetime) -> None:

@@ -23,6 +23,9 @@ assert CATEGORY_COLORS.keys() == CATEGORY_LABELS.keys()
 
 REQUESTS_COLOR = "#1d4ed8"
 ERRORS_COLOR = "#b91c1c"
+# Billing reconciliation: what Together billed against what the dashboard observed (Okabe-Ito pair).
+BILLED_COLOR = "#D55E00"
+OBSERVED_COLOR = "#0072B2"
 
 _WAITING, _WORKING, _DONE, _FAILED, _STOPPED = "#9ca3af", "#1d4ed8", "#15803d", "#b91c1c", "#4b5563"
 FINETUNE_STATUS_COLORS: dict[str, str] = {

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from django.urls import path
 
-from together_dash.dashboard.views import charts, errors, jobs, keys, models, overview, requests, runway
+from together_dash.dashboard.views import (
+    billing,
+    charts,
+    errors,
+    jobs,
+    keys,
+    models,
+    overview,
+    requests,
+    runway,
+)
 
 urlpatterns = [
     path("", overview.overview, name="dashboard-overview"),
@@ -17,6 +27,7 @@ urlpatterns = [
     path("fine-tunes/<str:job_id>/", jobs.finetune_detail, name="dashboard-finetune"),
     path("batches/", jobs.batch_list, name="dashboard-batches"),
     path("batches/<str:batch_id>/remainder.jsonl", jobs.batch_remainder, name="dashboard-batch-remainder"),
+    path("billing/", billing.billing, name="dashboard-billing"),
     path("dashboard/keys/", keys.key_list, name="dashboard-keys"),
     path("dashboard/keys/<int:key_id>/", keys.key_detail, name="dashboard-key"),
     path("dashboard/runway/", runway.runway_page, name="dashboard-runway"),

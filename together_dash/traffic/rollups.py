@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -24,7 +24,7 @@ from functools import reduce
 from typing import Any, Literal
 
 from django.conf import settings
-from django.db.models import Min, Q, QuerySet, Sum
+from django.db.models import BigIntegerField, Case, F, Min, Q, QuerySet, Sum, Value, When
 from django.utils import timezone
 
 from together_dash.traffic.models import (
@@ -218,6 +218,52 @@ def bucketed(
         for row in rows.values("bucket").annotate(**_sums(columns)).order_by():
             _add_into(slots[line.slot(row["bucket"])], row, columns)
     return slots
+
+
+def window_sums(
+    start: datetime,
+    end: datetime,
+    window: Literal["hour", "day"],
+    columns: Iterable[str] = COUNTER_COLUMNS,
+    key_groups: Mapping[int, int] | None = None,
+) -> list[dict[str, Any]]:
+    """Sums per (bucket, group, model) of whole hours (UsageHour) or UTC days (UsageDay).
+
+    The group is the upstream key id; with key_groups (key id -> group id, e.g. the key's organisation)
+    it is the key's group, summed in the database, and None for keys in no group and rows with no key.
+    start and end are rounded out to whole windows first: a window is counted whole or not at all, as
+    Together's billing report counts it.
+    """
+    size, table = (HOUR, UsageHour) if window == "hour" else (DAY, UsageDay)
+    first, last = align(start, end, size)
+    columns = tuple(columns)
+    rows = table.objects.filter(bucket__gte=first, bucket__lt=last)
+    found = (
+        rows.annotate(group=_group_of_key(key_groups))
+        .values("bucket", "group", "model")
+        .annotate(**_sums(columns))
+        .order_by()
+    )
+    sums = {f"sum_{column}": column for column in columns}
+    return [_unprefixed_sums(row, sums) for row in found]
+
+
+def _unprefixed_sums(row: dict[str, Any], sums: dict[str, str]) -> dict[str, Any]:
+    """A grouped row with its sums under their column names, 0 where the database summed nothing."""
+    return {name: value for name, value in row.items() if name not in sums} | {
+        column: row[name] or 0 for name, column in sums.items()
+    }
+
+
+def _group_of_key(key_groups: Mapping[int, int] | None) -> Any:
+    if key_groups is None:
+        return F("upstream_key_id")
+    members: dict[int, list[int]] = {}
+    for key_id, group in key_groups.items():
+        members.setdefault(group, []).append(key_id)
+    whens = [When(upstream_key_id__in=keys, then=Value(group)) for group, keys in sorted(members.items())]
+    nothing = Value(None, output_field=BigIntegerField())
+    return Case(*whens, default=nothing, output_field=BigIntegerField()) if whens else nothing
 
 
 def _piece_rows(

@@ -80,8 +80,8 @@ def get_item(mapping: dict[str, Any] | None, name: str) -> Any:
 
 
 @register.filter
-def usd(value: Decimal | None) -> str:
-    """$1,234.56, -$12.30 (a negative estimate), < $0.01; a dash when unknown."""
+def dollars(value: Decimal | None) -> str:
+    """An estimate to the cent: $1,234.56, -$12.30 (below zero), < $0.01; a dash when unknown."""
     if value is None:
         return "–"
     return f"-{_money(-value)}" if value < 0 else _money(value)
@@ -95,3 +95,17 @@ def hours_span(hours: Decimal | None) -> str:
     if hours < 48:
         return f"{hours:.1f} hours"
     return f"{hours / 24:,.1f} days ({hours:,.0f} hours)"
+def usd(value: Decimal | None, places: int = 6) -> str:
+    """An exact amount in USD to fixed places, "-$0.000120" below zero; a dash when unknown."""
+    if value is None:
+        return "–"
+    amount = Decimal(value).quantize(Decimal(1).scaleb(-int(places)))
+    return f"-${-amount:,.{places}f}" if amount < 0 else f"${amount:,.{places}f}"
+
+
+@register.filter
+def usd_short(value: Decimal | None) -> str:
+    """A headline amount: cents, or six places below a cent (a small bill is not "$0.00")."""
+    if value is None or abs(value) >= Decimal("0.01") or value == 0:
+        return usd(value, 2)
+    return usd(value, 6)
