@@ -338,6 +338,8 @@ def _idle_endpoint(key_id: int) -> str:
     )
     store_endpoints({key_id: Listing([listed], [])}, now - timedelta(hours=2))
     return listed.id
+
+
 def test_a_key_admin_adds_a_budget_and_a_viewer_sees_its_bar_on_a_phone(
     page_for: Any, viewer: User, key_admin: User, world: dict[str, Any]
 ) -> None:

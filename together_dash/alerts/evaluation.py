@@ -477,6 +477,8 @@ def endpoint_slow_start(rule: AlertRule, now: datetime) -> Firing:
         describe,
         "the hardware may be short: check its availability, or stop it and start it on other hardware.",
     )
+
+
 def budget(rule: AlertRule, now: datetime) -> Firing:
     """Each budget's thresholds reached in its current period, one subject per threshold and period.
 

@@ -95,6 +95,9 @@ def hours_span(hours: Decimal | None) -> str:
     if hours < 48:
         return f"{hours:.1f} hours"
     return f"{hours / 24:,.1f} days ({hours:,.0f} hours)"
+
+
+@register.filter
 def usd(value: Decimal | None, places: int = 6) -> str:
     """An exact amount in USD to fixed places, "-$0.000120" below zero; a dash when unknown."""
     if value is None:
