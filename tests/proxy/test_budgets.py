@@ -185,3 +185,25 @@ def test_the_next_period_lets_the_key_through_before_and_after_the_next_sync(
         assert guard.check(capped.pk) is None  # the period ended: no sync needed
         guard.sync()
         assert guard.check(capped.pk) is None
+
+
+def test_requests_refused_for_the_budget_do_not_use_up_the_keys_rate_limit(
+    keys: dict[str, tuple[AppKey, str]], two_proxies: tuple[RunningProxy, RunningProxy]
+) -> None:
+    first, _ = two_proxies
+    capped, capped_secret = keys["capped"]
+    AppKey.objects.filter(pk=capped.pk).update(rate_limit_per_minute=3)
+    budget = enforced(capped)
+    first.proxy.budgets.reload_seconds = 0
+    assert chat(first, capped_secret).status_code == 200  # one of the minute's three
+    assert first.proxy.drain_logs()
+    first.proxy.budgets.sync()
+
+    for _ in range(5):  # past the rate limit, had these counted
+        refused = chat(first, capped_secret)
+        assert refused.json()["error"]["code"] == "budget_exceeded"
+
+    budget.delete()  # an admin lifts the budget: the minute's two remaining requests go through
+    first.proxy.budgets.sync()
+    assert [chat(first, capped_secret).status_code for _ in range(2)] == [200, 200]
+    assert chat(first, capped_secret).json()["error"]["code"] == "app_key_rate_limited"

@@ -221,15 +221,16 @@ class Exchange:
             name = credential.app_key_name
             message = f"The app key {name!r} may not use model {model!r}; it may use: {allowed}."
             raise Refusal(message, status=403, code="model_not_allowed", param="model")
+        # The budget first: a refused request must not use up the key's rate limit as well.
+        if self.shared.budgets is not None and credential.app_key_id is not None:
+            over = self.shared.budgets.check(credential.app_key_id)
+            if over is not None:
+                raise _over_budget(credential, over, self.entry.created_at)
         limit = credential.rate_limit_per_minute
         if limit and credential.app_key_id is not None:
             wait = self.shared.limiter.check(credential.app_key_id, limit)
             if wait is not None:
                 raise _rate_limited(credential, limit, wait)
-        if self.shared.budgets is not None and credential.app_key_id is not None:
-            over = self.shared.budgets.check(credential.app_key_id)
-            if over is not None:
-                raise _over_budget(credential, over, self.entry.created_at)
 
     # ---- upstream ----------------------------------------------------------------------------------
 

@@ -172,9 +172,10 @@ def _billing_usage_call(
 
 
 def _dedicated_endpoints(data: Any) -> list[DedicatedEndpoint]:
-    # The listing also holds Together's serverless endpoints when a server ignores the type filter.
+    # The listing also holds Together's serverless endpoints when a server ignores the type filter; an
+    # entry that does not say it is dedicated is left out (its name would be priced per minute, $0 a token).
     entries = [item for item in _items(data) if isinstance(item, Mapping)]
-    dedicated = [item for item in entries if item.get("type", "dedicated") == "dedicated"]
+    dedicated = [item for item in entries if item.get("type") == "dedicated"]
     return [DedicatedEndpoint.from_json(item) for item in dedicated]
 
 

@@ -11,6 +11,6 @@ register = template.Library()
 
 
 @register.filter
-def usd(amount: Decimal | None) -> str:
+def budget_usd(amount: Decimal | None) -> str:
     """$1,234.50; $0.00004 for spend under a cent."""
     return "–" if amount is None else f"${format_usd(amount)}"
