@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import parse_qs
 
 import jwt
@@ -25,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from django.conf import settings
 
 SCRIPT = Path(__file__).with_name("oidc_provider.mjs")
+MARK = "oidc-test: "
 NODE_MODULES = Path(settings.BASE_DIR) / "node_modules" / "oidc-provider"
 
 
@@ -37,10 +39,17 @@ class NodeProvider:
     client_secret: str
     process: subprocess.Popen[str]
 
+    log: IO[str]
+
     def set_users(self, users: dict[str, dict[str, Any]]) -> None:
         self.process.stdin.write(json.dumps({"users": users}) + "\n")
         self.process.stdin.flush()
-        assert self.process.stdout.readline().strip() == "ok"
+        if _answer(self.process) != "ok":
+            raise RuntimeError(f"oidc-provider stopped: {self.errors()}")
+
+    def errors(self) -> str:
+        self.log.seek(0)
+        return self.log.read()[-2000:]
 
 
 @contextmanager
@@ -49,18 +58,19 @@ def run_oidc_provider(redirect_uri: str, users: dict[str, dict[str, Any]]) -> It
     if not NODE_MODULES.exists():
         raise RuntimeError("node_modules/oidc-provider is missing: run `make npm` (npm ci) first.")
     client_id, client_secret = f"dash-{secrets.token_hex(4)}", secrets.token_urlsafe(32)
+    log = tempfile.TemporaryFile("w+")
     process = subprocess.Popen(
-        ["node", str(SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        ["node", str(SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
         text=True, cwd=settings.BASE_DIR,
     )
     try:
         config = {"client_id": client_id, "client_secret": client_secret, "redirect_uri": redirect_uri}
         process.stdin.write(json.dumps({**config, "users": users}) + "\n")
         process.stdin.flush()
-        line = process.stdout.readline()
+        line = _answer(process)
         if not line:
-            raise RuntimeError(f"oidc-provider exited with {process.wait()} before listening")
-        yield NodeProvider(json.loads(line)["issuer"], client_id, client_secret, process)
+            raise RuntimeError(f"oidc-provider exited with {process.wait()} before listening: {log.read()}")
+        yield NodeProvider(json.loads(line)["issuer"], client_id, client_secret, process, log)
     finally:
         process.stdin.close()
         try:
@@ -68,6 +78,15 @@ def run_oidc_provider(redirect_uri: str, users: dict[str, dict[str, Any]]) -> It
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        log.close()
+
+
+def _answer(process: subprocess.Popen[str]) -> str:
+    """The script's next answer, past oidc-provider's own notices; "" once it has exited."""
+    while line := process.stdout.readline():
+        if line.startswith(MARK):
+            return line.removeprefix(MARK).strip()
+    return ""
 
 
 def configure(settings: Any, issuer: str, client_id: str, client_secret: str, **more: Any) -> None:
