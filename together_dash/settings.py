@@ -202,8 +202,6 @@ OIDC_RP_SIGN_ALGO = env.str("OIDC_SIGN_ALGO", default="RS256")
 OIDC_RP_SCOPES = env.str("OIDC_SCOPES", default="openid email profile")
 OIDC_USE_PKCE = True
 OIDC_TIMEOUT = env.float("OIDC_TIMEOUT", default=10.0)
-OIDC_CALLBACK_CLASS = "together_dash.dashboard.sso.SsoCallbackView"
-OIDC_AUTHENTICATE_CLASS = "together_dash.dashboard.sso.SsoAuthenticateView"
 # Without password login the model backend goes: no form (the admin's included) can check a password.
 AUTHENTICATION_BACKENDS = [
     *(["django.contrib.auth.backends.ModelBackend"] if PASSWORD_LOGIN else []),

@@ -20,8 +20,10 @@ urlpatterns = [
     path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/landing/", sso.landing, name="dashboard-landing"),
-    # Single sign-on (mozilla-django-oidc): /oidc/authenticate/ and the redirect URI /oidc/callback/.
-    path("oidc/", include("mozilla_django_oidc.urls")),
+    # Single sign-on (dashboard/sso.py): 404 until configured. The callback is the redirect URI, and
+    # keeps mozilla-django-oidc's URL names, which the library reverses.
+    path("oidc/authenticate/", sso.SsoAuthenticateView.as_view(), name="oidc_authentication_init"),
+    path("oidc/callback/", sso.SsoCallbackView.as_view(), name="oidc_authentication_callback"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
     path("keys/", include("together_dash.keys.urls")),

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.test import Client
 from django.urls import reverse
 
@@ -201,6 +201,20 @@ def test_an_issuer_whose_discovery_names_another_issuer_is_unavailable(
 def test_an_unreachable_issuer_is_unavailable(client: Client, settings: Any) -> None:
     configure(settings, "http://127.0.0.1:9", "dash", secrets.token_urlsafe(16))
     assert client.get(reverse("oidc_authentication_init"))["Location"] == "/accounts/login/?sso=unavailable"
+
+
+@pytest.mark.usefixtures("fast_passwords")
+def test_password_login_and_open_sessions_do_not_depend_on_the_provider(
+    client: Client, settings: Any, viewer: User
+) -> None:
+    configure(settings, "http://127.0.0.1:9", "dash", secrets.token_urlsafe(16))
+    response = client.post(reverse("login"), {"username": viewer.username, "password": PASSWORD})
+    assert response.status_code == 302 and client.get(reverse("dashboard-overview")).status_code == 200
+    sso_user = User.objects.create_user("sso-user-9")
+    sso_user.groups.add(Group.objects.get_or_create(name=VIEWER_GROUP)[0])
+    other = Client()
+    other.force_login(sso_user, backend="together_dash.dashboard.sso.SsoBackend")
+    assert other.get(reverse("dashboard-overview")).status_code == 200
 
 
 def test_no_secret_reaches_the_login_page_or_the_audit_log(client: Client, forge: TokenForge) -> None:

@@ -18,11 +18,14 @@ import httpx
 import jwt
 import requests
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import Group, User
 from django.core.exceptions import SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.views.decorators.http import require_GET
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.utils import import_from_settings
 from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
@@ -151,6 +154,19 @@ class SsoBackend(OIDCAuthenticationBackend):
     """Signs in the provider's users as local accounts named after their subject, with mapped roles."""
 
     get_settings = staticmethod(sso_setting)
+    OIDC_OP_TOKEN_ENDPOINT = property(lambda self: sso_setting("OIDC_OP_TOKEN_ENDPOINT"))
+    OIDC_OP_USER_ENDPOINT = property(lambda self: sso_setting("OIDC_OP_USER_ENDPOINT"))
+    OIDC_OP_JWKS_ENDPOINT = property(lambda self: sso_setting("OIDC_OP_JWKS_ENDPOINT"))
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Not the library's, which reads the endpoints here: Django builds every backend for each
+        # password login and each signed-in request, and those must not wait on (or fail with) the
+        # provider. The endpoints are looked up when a code comes back.
+        self.OIDC_RP_CLIENT_ID = settings.OIDC_RP_CLIENT_ID
+        self.OIDC_RP_CLIENT_SECRET = settings.OIDC_RP_CLIENT_SECRET
+        self.OIDC_RP_SIGN_ALGO = settings.OIDC_RP_SIGN_ALGO
+        self.OIDC_RP_IDP_SIGN_KEY = None
+        self.UserModel = get_user_model()
 
     def authenticate(self, request: HttpRequest | None, **kwargs: Any) -> User | None:
         if request is None or "code" not in request.GET:
@@ -245,10 +261,10 @@ class SsoCallbackView(OIDCAuthenticationCallbackView):
         return response
 
 
+@require_GET
+@login_required
 def landing(request: HttpRequest) -> HttpResponse:
     """Where a sign-in lands: key admins on the keys, viewers on the overview, others on "no role"."""
-    if not request.user.is_authenticated:
-        return redirect("login")
     if is_key_admin(request.user):
         return redirect("keys-list")
     if is_viewer(request.user):
