@@ -275,6 +275,7 @@ class TestPasswordLogin:
         viewer.save()
         client.post("/admin/login/", {"username": viewer.username, "password": PASSWORD, "next": "/admin/"})
         assert signed_in_user(client) is None
+        assert AuditLog.objects.get(action="sign_in", via="admin").outcome == "failure"
         # Single sign-on still works.
         sign_in(client, forge)
         assert signed_in_user(client).username == "sso-user-1"

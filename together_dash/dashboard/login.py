@@ -24,6 +24,7 @@ from django.http import HttpRequest, HttpResponse, QueryDict
 from together_dash.dashboard.sso import FAILED, record_sign_in
 from together_dash.keys.models import AuditLog
 
+SUCCESS, FAILURE = AuditLog.Outcome.SUCCESS, AuditLog.Outcome.FAILURE
 WINDOW_SECONDS = 15 * 60
 FAILURES_PER_USERNAME = 5
 # Many usernames tried from one address (password spraying); high enough for an office behind one NAT.
@@ -87,22 +88,22 @@ class ThrottledLoginMixin:
         except ValidationError:
             throttle.record_failure()
             # Not the username typed: people paste their password there by mistake.
-            record_sign_in(self.request, None, self.audit_as, AuditLog.Outcome.FAILURE, "refused")
+            record_sign_in(self.request, None, "password", FAILURE, "refused", via=self.audit_via)
             raise
-        record_sign_in(self.request, self.get_user(), self.audit_as, AuditLog.Outcome.SUCCESS)
+        record_sign_in(self.request, self.get_user(), "password", SUCCESS, via=self.audit_via)
         return cleaned
 
 
 class ThrottledAuthenticationForm(ThrottledLoginMixin, AuthenticationForm):
     """The dashboard's login form."""
 
-    audit_as = "password"
+    audit_via = AuditLog.Via.WEB
 
 
 class ThrottledAdminAuthenticationForm(ThrottledLoginMixin, AdminAuthenticationForm):
     """The admin's login form, sharing the same counters: /admin/login/ is no way around the throttle."""
 
-    audit_as = "password (admin site)"
+    audit_via = AuditLog.Via.ADMIN
 
 
 SSO_MESSAGES = {

@@ -136,16 +136,19 @@ def set_roles(user: User, roles: set[str], actor: audit.Actor) -> None:
     )
 
 
-def _actor(request: HttpRequest, user: User | None = None) -> audit.Actor:
+def _actor(request: HttpRequest, user: User | None = None, via: str = AuditLog.Via.WEB) -> audit.Actor:
     address = request.META.get("REMOTE_ADDR") or None
-    return audit.Actor(user=user, via=AuditLog.Via.WEB, source_address=address)
+    return audit.Actor(user=user, via=via, source_address=address)
 
 
-def record_sign_in(request: HttpRequest, user: User | None, how: str, outcome: str, reason: str = "") -> None:
+def record_sign_in(
+    request: HttpRequest, user: User | None, how: str, outcome: str, reason: str = "",
+    via: str = AuditLog.Via.WEB,
+) -> None:
     """One audit row per sign-in attempt, by password or by single sign-on."""
     detail = how if not reason else f"{how}: {reason}"
     audit.record(
-        AuditLog.Action.SIGN_IN, outcome, _actor(request, user),
+        AuditLog.Action.SIGN_IN, outcome, _actor(request, user, via),
         key=user, key_type=AuditLog.KeyType.ACCOUNT, detail=detail,
     )
 
@@ -257,7 +260,8 @@ class SsoCallbackView(OIDCAuthenticationCallbackView):
 
     def login_success(self) -> HttpResponse:
         response = super().login_success()
-        record_sign_in(self.request, self.user, f"single sign-on ({settings.OIDC_PROVIDER_NAME})", "success")
+        how = f"single sign-on ({settings.OIDC_PROVIDER_NAME})"
+        record_sign_in(self.request, self.user, how, AuditLog.Outcome.SUCCESS)
         return response
 
 
