@@ -38,6 +38,8 @@ lock: .venv-piptools/.stamp
 	$(PIP_COMPILE) --output-file=requirements.txt requirements.in
 	$(PIP_COMPILE) --output-file=requirements-dev.txt requirements-dev.in
 
+# npm packages: Chart.js for the pages; oidc-provider (a devDependency), which the single sign-on tests
+# run as a real identity provider with the machine's Node.js (Debian's nodejs, 20 or later; no new package).
 node_modules/.stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@

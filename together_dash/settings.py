@@ -181,6 +181,33 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
 
+# Single sign-on (together_dash/dashboard/sso.py, mozilla-django-oidc): on once OIDC_ISSUER, OIDC_CLIENT_ID
+# and OIDC_CLIENT_SECRET are all set (check together_dash.W010 names what a half configuration lacks).
+# The endpoints come from the issuer's /.well-known/openid-configuration. The OIDC_GROUPS_CLAIM of the
+# userinfo answer is matched against OIDC_VIEWER_GROUPS and OIDC_KEY_ADMIN_GROUPS at every sign-in;
+# a user in neither signs in to a "no role" page. PASSWORD_LOGIN=false leaves only single sign-on.
+OIDC_ISSUER = env.str("OIDC_ISSUER", default="").rstrip("/")
+OIDC_CLIENT_ID = env.str("OIDC_CLIENT_ID", default="")
+OIDC_CLIENT_SECRET = env.str("OIDC_CLIENT_SECRET", default="")
+OIDC_PROVIDER_NAME = env.str("OIDC_PROVIDER_NAME", default="single sign-on")
+OIDC_GROUPS_CLAIM = env.str("OIDC_GROUPS_CLAIM", default="groups")
+OIDC_VIEWER_GROUPS = env.list("OIDC_VIEWER_GROUPS", default=[])
+OIDC_KEY_ADMIN_GROUPS = env.list("OIDC_KEY_ADMIN_GROUPS", default=[])
+OIDC_ENABLED = bool(OIDC_ISSUER and OIDC_CLIENT_ID and OIDC_CLIENT_SECRET)
+PASSWORD_LOGIN = env_bool("PASSWORD_LOGIN", default=True)
+# mozilla-django-oidc's own names for what it reads; the OP endpoints are looked up by sso.py.
+OIDC_RP_CLIENT_ID = OIDC_CLIENT_ID
+OIDC_RP_CLIENT_SECRET = OIDC_CLIENT_SECRET
+OIDC_RP_SIGN_ALGO = env.str("OIDC_SIGN_ALGO", default="RS256")
+OIDC_RP_SCOPES = env.str("OIDC_SCOPES", default="openid email profile")
+OIDC_USE_PKCE = True
+OIDC_TIMEOUT = env.float("OIDC_TIMEOUT", default=10.0)
+# Without password login the model backend goes: no form (the admin's included) can check a password.
+AUTHENTICATION_BACKENDS = [
+    *(["django.contrib.auth.backends.ModelBackend"] if PASSWORD_LOGIN else []),
+    *(["together_dash.dashboard.sso.SsoBackend"] if OIDC_ENABLED else []),
+] or ["django.contrib.auth.backends.ModelBackend"]
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 USE_I18N = False

@@ -9,6 +9,7 @@ from django.views.generic import RedirectView
 
 from together_dash.api import api
 from together_dash.core import views as core_views
+from together_dash.dashboard import sso
 from together_dash.dashboard.login import ThrottledLoginView
 from together_dash.metrics import views as metrics_views
 
@@ -18,6 +19,11 @@ urlpatterns = [
     path("metrics", metrics_views.scrape, name="metrics-scrape"),
     path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/landing/", sso.landing, name="dashboard-landing"),
+    # Single sign-on (dashboard/sso.py): 404 until configured. The callback is the redirect URI, and
+    # keeps mozilla-django-oidc's URL names, which the library reverses.
+    path("oidc/authenticate/", sso.SsoAuthenticateView.as_view(), name="oidc_authentication_init"),
+    path("oidc/callback/", sso.SsoCallbackView.as_view(), name="oidc_authentication_callback"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
     path("keys/", include("together_dash.keys.urls")),

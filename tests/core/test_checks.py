@@ -67,3 +67,29 @@ def test_it_reports_a_multiprocess_folder_that_is_a_file(tmp_path: Path) -> None
 def test_development_defaults_pass_every_check() -> None:
     problems = [m for m in run_checks() if m.id.startswith("together_dash.")]
     assert problems == []
+
+
+@override_settings(OIDC_ISSUER="https://sso.example.com", OIDC_CLIENT_ID="dash", OIDC_CLIENT_SECRET="")
+def test_it_warns_about_half_configured_single_sign_on() -> None:
+    (message,) = [m for m in run_checks() if m.id == "together_dash.W010"]
+    assert "OIDC_ISSUER, OIDC_CLIENT_ID set but OIDC_CLIENT_SECRET missing" in message.msg
+
+
+def test_single_sign_on_left_unset_raises_nothing() -> None:
+    sso_ids = {"together_dash.W010", "together_dash.W011", "together_dash.E010", "together_dash.E011"}
+    assert not sso_ids & _ids()
+
+
+@override_settings(OIDC_ISSUER="sso.example.com", OIDC_CLIENT_ID="dash", OIDC_CLIENT_SECRET="s")
+def test_it_reports_a_relative_issuer() -> None:
+    assert "together_dash.E010" in _ids()
+
+
+@override_settings(OIDC_ENABLED=True, OIDC_VIEWER_GROUPS=[], OIDC_KEY_ADMIN_GROUPS=[])
+def test_it_warns_when_no_group_grants_a_role() -> None:
+    assert "together_dash.W011" in _ids()
+
+
+@override_settings(PASSWORD_LOGIN=False, OIDC_ENABLED=False)
+def test_it_refuses_to_leave_nobody_a_way_to_sign_in() -> None:
+    assert "together_dash.E011" in _ids()

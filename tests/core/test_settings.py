@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BOOLEAN_SETTINGS = (
     "DEBUG", "DEMO_MODE", "PROXY_PASSTHROUGH", "CELERY_TASK_ALWAYS_EAGER", "BEHIND_TLS_PROXY",
     "SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_HSTS_INCLUDE_SUBDOMAINS",
-    "SECURE_HSTS_PRELOAD",
+    "SECURE_HSTS_PRELOAD", "PASSWORD_LOGIN",
 )
 ACCEPTED = "true/false/1/0/yes/no/on/off"
 
@@ -103,3 +103,20 @@ def test_a_tolerance_reaches_the_settings_exactly(monkeypatch: pytest.MonkeyPatc
     assert env_decimal("SOME_TOLERANCE", "1") == Decimal("0.25")
     monkeypatch.delenv("SOME_TOLERANCE")
     assert env_decimal("SOME_TOLERANCE", "1") == Decimal(1)
+
+
+def _backends(tmp_path: Path, **variables: str) -> list[str]:
+    code = "import json; from django.conf import settings as s; print(json.dumps(s.AUTHENTICATION_BACKENDS))"
+    done = _run(tmp_path, ["-c", code], **variables)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_single_sign_on_and_password_login_pick_the_backends(tmp_path: Path) -> None:
+    oidc = {"OIDC_ISSUER": "https://sso.example.com/realms/acme/", "OIDC_CLIENT_ID": "dash",
+            "OIDC_CLIENT_SECRET": "generated-" + os.urandom(8).hex()}
+    password, sso = "django.contrib.auth.backends.ModelBackend", "together_dash.dashboard.sso.SsoBackend"
+    assert _backends(tmp_path) == [password]
+    assert _backends(tmp_path, OIDC_ISSUER=oidc["OIDC_ISSUER"]) == [password]
+    assert _backends(tmp_path, **oidc) == [password, sso]
+    assert _backends(tmp_path, PASSWORD_LOGIN="false", **oidc) == [sso]

@@ -34,6 +34,8 @@ PUBLIC_ROUTES = {
     "accounts/logout/": "POST only; logging out needs no login",
     "admin/login/": "the admin's login form (same throttle as accounts/login/)",
     "admin/logout/": "POST only, as accounts/logout/",
+    "oidc/authenticate/": "starts single sign-on: a redirect to the identity provider (404 while it is off)",
+    "oidc/callback/": "the identity provider's redirect back: signs in only with a valid code and ID token",
     "healthz": "load-balancer liveness probe: status words only",
     "api/openapi.json": "the API's schema (no data); clients and the fuzz tests read it without a session",
     "api/docs": "Swagger UI for the schema above",
@@ -58,6 +60,7 @@ DATA_ROUTES = (
 )
 PAGE_ROUTES = (
     "",
+    "accounts/landing/",  # where a sign-in lands; without a role, the no-role page (403)
     "errors/",
     "errors/<int:group_id>/",
     "requests/",

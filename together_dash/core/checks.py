@@ -107,3 +107,51 @@ def check_metrics(app_configs: Any = None, **kwargs: Any) -> list[Warning | Erro
             )
         )
     return messages
+
+
+OIDC_REQUIRED = ("OIDC_ISSUER", "OIDC_CLIENT_ID", "OIDC_CLIENT_SECRET")
+
+
+@register(Tags.security)
+def check_single_sign_on(app_configs: Any = None, **kwargs: Any) -> list[Warning | Error]:
+    """Single sign-on needs all three OIDC settings, groups that grant a role, and a way to sign in."""
+    messages: list[Warning | Error] = []
+    given = [name for name in OIDC_REQUIRED if getattr(settings, name)]
+    if given and len(given) < len(OIDC_REQUIRED):
+        missing = ", ".join(name for name in OIDC_REQUIRED if name not in given)
+        messages.append(
+            Warning(
+                f"Single sign-on is half configured: {', '.join(given)} set but {missing} missing, so the "
+                "login page offers no single sign-on.",
+                hint="Set all of OIDC_ISSUER, OIDC_CLIENT_ID and OIDC_CLIENT_SECRET, or none of them.",
+                id="together_dash.W010",
+            )
+        )
+    if settings.OIDC_ISSUER and not settings.OIDC_ISSUER.startswith(("https://", "http://")):
+        messages.append(
+            Error(
+                f"OIDC_ISSUER must be an absolute http(s) URL, got {settings.OIDC_ISSUER!r}.",
+                hint="Use the issuer exactly as the provider names it, e.g. https://sso.example.com/realms/acme.",
+                id="together_dash.E010",
+            )
+        )
+    if settings.OIDC_ENABLED and not (settings.OIDC_VIEWER_GROUPS or settings.OIDC_KEY_ADMIN_GROUPS):
+        messages.append(
+            Warning(
+                "Single sign-on is on but neither OIDC_VIEWER_GROUPS nor OIDC_KEY_ADMIN_GROUPS is set: every "
+                "user who signs in lands on the \"no role\" page.",
+                hint=f"List the provider's group names (claim {settings.OIDC_GROUPS_CLAIM!r}) that grant "
+                "each role.",
+                id="together_dash.W011",
+            )
+        )
+    if not settings.PASSWORD_LOGIN and not settings.OIDC_ENABLED:
+        messages.append(
+            Error(
+                "PASSWORD_LOGIN is false and single sign-on is not configured: nobody can sign in.",
+                hint="Configure OIDC_ISSUER, OIDC_CLIENT_ID and OIDC_CLIENT_SECRET, or set "
+                "PASSWORD_LOGIN=true.",
+                id="together_dash.E011",
+            )
+        )
+    return messages

@@ -230,6 +230,8 @@ class AuditLog(models.Model):
         ROLLBACK = "rollback"
         EXPIRE_GRACE = "expire_grace"
         REENCRYPT = "reencrypt"
+        SIGN_IN = "sign_in"
+        ROLE_CHANGE = "role_change"
 
     class Outcome(models.TextChoices):
         SUCCESS = "success"
@@ -242,6 +244,8 @@ class AuditLog(models.Model):
         ENCRYPTION = "encryption", "Encryption key"
         # Not a key, but an admin's money input, audited the same way (billing.CreditBalance).
         CREDIT = "credit", "Credit balance"
+        # Not a key either: sign-ins and role changes, whose key_id and label are the user's.
+        ACCOUNT = "account", "User account"
 
     class Via(models.TextChoices):
         WEB = "web"
