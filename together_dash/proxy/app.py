@@ -68,6 +68,9 @@ class ProxyConfig:
     # In a server process, everything loaded at startup (Django, the apps) lives as long as the process:
     # gc.freeze() keeps the collector from walking it again and again, which showed as p99 spikes.
     freeze_gc_at_start: bool = False
+    # OpenTelemetry export on (OTEL_EXPORTER_OTLP_ENDPOINT): keep each caller's traceparent for its span.
+    trace_context: bool = False
+    capture_content: bool = False  # OTEL_CAPTURE_CONTENT: bodies into the span, redacted and capped
 
     @classmethod
     def from_settings(cls) -> ProxyConfig:
@@ -86,6 +89,8 @@ class ProxyConfig:
             upstream_transport=settings.PROXY_UPSTREAM_TRANSPORT,
             budget_sync_seconds=settings.PROXY_BUDGET_SYNC_SECONDS,
             freeze_gc_at_start=True,
+            trace_context=bool(settings.OTEL_EXPORTER_OTLP_ENDPOINT),
+            capture_content=bool(settings.OTEL_EXPORTER_OTLP_ENDPOINT) and settings.OTEL_CAPTURE_CONTENT,
         )
 
 
@@ -175,6 +180,8 @@ class Proxy:
             max_body_bytes=self.config.max_body_bytes,
             sample=self.sample,
             budgets=self.budgets,
+            trace_context=self.config.trace_context,
+            capture_content=self.config.capture_content,
         )
         self.started = True
         if self.config.freeze_gc_at_start:
