@@ -9,6 +9,7 @@ on first use (and again after a fork), so many web processes each export their o
 """
 from __future__ import annotations
 
+import collections
 import os
 import threading
 from collections.abc import Sequence
@@ -73,14 +74,35 @@ class CountingSpanExporter(SpanExporter):
         return self.exporter.force_flush(timeout_millis)
 
 
-class CountingBatchSpanProcessor(BatchSpanProcessor):
-    """A BatchSpanProcessor that counts the spans its full queue pushes out (the SDK only logs them)."""
+class CountingQueue(collections.deque):
+    """The span processor's bounded queue, counting each span a full queue pushes out, exactly.
 
-    def on_end(self, span: ReadableSpan) -> None:
-        queue = self._batch_processor._queue
-        if len(queue) >= queue.maxlen:
-            OTEL_DROPPED.labels("spans", "queue_full").inc()
-        super().on_end(span)
+    The SDK checks for a full queue and appends in two steps, so its own count races with the export
+    thread's pops; here both hold one lock (uncontended but for that moment).
+    """
+
+    def __init__(self, maxlen: int) -> None:
+        super().__init__((), maxlen)
+        self._lock = threading.Lock()
+
+    def appendleft(self, item: object) -> None:
+        with self._lock:
+            if len(self) == self.maxlen:
+                OTEL_DROPPED.labels("spans", "queue_full").inc()
+            super().appendleft(item)
+
+    def pop(self) -> object:
+        with self._lock:
+            return super().pop()
+
+
+class CountingBatchSpanProcessor(BatchSpanProcessor):
+    """The SDK's BatchSpanProcessor (bounded by OTEL_BSP_MAX_QUEUE_SIZE) with a CountingQueue."""
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        super().__init__(exporter)
+        batch = self._batch_processor
+        batch._queue = CountingQueue(batch._max_queue_size)
 
 
 class CountingMetricExporter(MetricExporter):
