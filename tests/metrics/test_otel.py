@@ -241,17 +241,19 @@ def test_an_ingested_record_arrives_as_a_span_with_its_own_start_and_end(
     assert len(receiver.spans) == 1  # the re-sent record was not stored, so no second span
 
 
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+@pytest.fixture
+def dead_collector() -> Iterator[str]:
+    """A collector that is down: a port held bound, never listening, refuses every connection."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{held.getsockname()[1]}"
 
 
 def test_with_the_collector_down_requests_succeed_and_every_dropped_span_is_counted_on_metrics(
     receiver: OtlpReceiver, app_key: str, fresh_simulator: RunningSimulator, settings: object,
-    monkeypatch: pytest.MonkeyPatch, client: Client, metrics_token: str,
+    monkeypatch: pytest.MonkeyPatch, client: Client, metrics_token: str, dead_collector: str,
 ) -> None:
-    export_to(f"http://127.0.0.1:{closed_port()}", settings, monkeypatch, OTEL_BSP_MAX_QUEUE_SIZE="2",
+    export_to(dead_collector, settings, monkeypatch, OTEL_BSP_MAX_QUEUE_SIZE="2",
               OTEL_BSP_MAX_EXPORT_BATCH_SIZE="1", OTEL_EXPORTER_OTLP_TIMEOUT="1")
     before = scrape(client).total("together_dash_otel_dropped_total", signal="spans")
 

@@ -10,6 +10,7 @@ on first use (and again after a fork), so many web processes each export their o
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -43,6 +44,7 @@ OPERATIONS = {
     "images/generations": "generate_content",
 }
 MAX_CONTENT_CHARS = 65536
+Attributes = dict[str, object]
 
 OTEL_DROPPED = Counter(
     "together_dash_otel_dropped_total",
@@ -203,6 +205,9 @@ def _resource() -> Resource:
 
 
 def _build() -> Telemetry:
+    # The SDK logs a warning for every span a full queue drops: with the collector down, one line per
+    # request. They are counted in OTEL_DROPPED instead; export failures are still logged (as errors).
+    logging.getLogger("opentelemetry.sdk._shared_internal").setLevel(logging.ERROR)
     resource = _resource()
     # shutdown_on_exit off: with the collector down, an exit must not wait for the exporter's retries.
     tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
@@ -265,7 +270,7 @@ def error_type(entry: LogEntry) -> str | None:
     return str(status) if status >= 400 else None
 
 
-def common_attributes(current: Telemetry, entry: LogEntry) -> dict[str, object]:
+def common_attributes(current: Telemetry, entry: LogEntry) -> Attributes:
     """The attributes a span and its metrics share (the spec's low-cardinality ones)."""
     attributes: dict[str, object] = {
         "gen_ai.operation.name": operation_name(entry),
@@ -284,8 +289,8 @@ def common_attributes(current: Telemetry, entry: LogEntry) -> dict[str, object]:
     return attributes
 
 
-def span_attributes(current: Telemetry, entry: LogEntry, cost: Decimal | None, names: KeyNames) -> dict:
-    attributes = common_attributes(current, entry)
+def span_attributes(common: Attributes, entry: LogEntry, cost: Decimal | None, names: KeyNames) -> Attributes:
+    attributes = dict(common)
     optional = {
         "gen_ai.usage.input_tokens": entry.prompt_tokens,
         "gen_ai.usage.output_tokens": entry.completion_tokens,
@@ -325,18 +330,18 @@ def export_entry(current: Telemetry, entry: LogEntry, cost: Decimal | None, name
     parent = None
     if entry.traceparent:
         parent = _propagator.extract({"traceparent": entry.traceparent, "tracestate": entry.tracestate})
-    attributes = span_attributes(current, entry, cost, names)
+    common = common_attributes(current, entry)
+    attributes = span_attributes(common, entry, cost, names)
     name = f"{attributes['gen_ai.operation.name']} {entry.model_requested or entry.model_served}".strip()
     span = current.tracer.start_span(name, context=parent, kind=SpanKind.CLIENT, attributes=attributes,
                                      start_time=start)
     if "error.type" in attributes:
         span.set_status(Status(StatusCode.ERROR, str(attributes["error.type"])))
     span.end(end_time=end)
-    record_metrics(current, entry, seconds)
+    record_metrics(current, entry, seconds, common)
 
 
-def record_metrics(current: Telemetry, entry: LogEntry, seconds: float) -> None:
-    attributes = common_attributes(current, entry)
+def record_metrics(current: Telemetry, entry: LogEntry, seconds: float, attributes: Attributes) -> None:
     if entry.latency_ms is not None:
         current.duration.record(seconds, attributes)
     for token_type, count in (("input", entry.prompt_tokens), ("output", entry.completion_tokens)):
