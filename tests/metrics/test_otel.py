@@ -21,6 +21,7 @@ from together_dash.catalog.pricing import invalidate_prices
 from together_dash.keys.models import AppKey, TogetherKey
 from together_dash.keys.services import create_app_key
 from together_dash.metrics import otel
+from together_dash.metrics.checks import check_otel_endpoint
 from together_dash.proxy.testing import RunningProxy, running_proxy
 from together_dash.simulator.testing import RunningSimulator
 from together_dash.traffic.models import RequestBodySample, RequestLog
@@ -239,6 +240,22 @@ def test_an_ingested_record_arrives_as_a_span_with_its_own_start_and_end(
     assert received.attributes["gen_ai.usage.input_tokens"] == 12
     assert "gen_ai.usage.output_tokens" not in received.attributes
     assert len(receiver.spans) == 1  # the re-sent record was not stored, so no second span
+
+
+@pytest.mark.parametrize("endpoint", ["otel-collector:4318", "ftp://collector", "http://", "http://c:port"])
+def test_an_endpoint_that_is_not_an_http_url_is_a_system_check_error(endpoint: str, settings: object) -> None:
+    settings.OTEL_EXPORTER_OTLP_ENDPOINT = endpoint
+
+    [error] = check_otel_endpoint()
+
+    assert error.id == "together_dash.metrics.E001"
+    assert repr(endpoint) in error.msg
+
+
+def test_an_http_endpoint_or_none_passes_the_check(settings: object) -> None:
+    for endpoint in ("", "http://127.0.0.1:4318", "https://otlp.example.com/otlp"):
+        settings.OTEL_EXPORTER_OTLP_ENDPOINT = endpoint
+        assert check_otel_endpoint() == []
 
 
 @pytest.fixture

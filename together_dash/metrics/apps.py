@@ -19,6 +19,7 @@ class MetricsConfig(AppConfig):
     verbose_name = "Metrics"
 
     def ready(self) -> None:
+        from together_dash.metrics import checks  # noqa: F401  (registers the system checks)
         from together_dash.traffic.signals import batch_recorded
 
         batch_recorded.connect(export_recorded, dispatch_uid="metrics.export_recorded")

@@ -198,7 +198,8 @@ def _signal_url(signal: str) -> str:
 
 
 def _resource() -> Resource:
-    resource = Resource.create()  # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES
+    """OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; the process id tells a server's workers apart."""
+    resource = Resource.create({"process.pid": os.getpid()})
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": DEFAULT_SERVICE_NAME}))
     return resource
