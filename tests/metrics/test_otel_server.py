@@ -9,7 +9,6 @@ import secrets
 from pathlib import Path
 
 import httpx
-import pytest
 
 from bench.common import Dashboard
 from tests.metrics.otlp_receiver import OtlpReceiver
