@@ -19,14 +19,15 @@ CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hello"}], "max
 CHATS = 12  # each on a connection of its own, so both workers answer some
 
 
-def test_every_worker_exports_its_requests_spans_inside_their_callers_traces(
+def test_every_worker_exports_its_requests_spans_inside_their_callers_traces_by_its_shutdown_at_the_latest(
     simulator: RunningSimulator, tmp_path: Path
 ) -> None:
     database = tmp_path / "db.sqlite3"
     with OtlpReceiver() as receiver:
         env = {"DATABASE_URL": f"sqlite:///{database}", "CACHE_URL": "locmemcache://",
                "CELERY_BROKER_URL": "filesystem://", "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
-               "OTEL_BSP_SCHEDULE_DELAY": "50", "OTEL_SERVICE_NAME": "dash-under-test"}
+               # No batch is due before the server stops: the spans go out at its shutdown.
+               "OTEL_BSP_SCHEDULE_DELAY": "600000", "OTEL_SERVICE_NAME": "dash-under-test"}
         with Dashboard(upstream=simulator.base_url, env=env, workers=2) as dashboard:
             key = dashboard.create_app_key("otel-server-tests")
             traces = {}
@@ -37,7 +38,8 @@ def test_every_worker_exports_its_requests_spans_inside_their_callers_traces(
                                                "traceparent": f"00-{trace_id}-{span_id}-01"})
                 assert response.status_code == 200
                 traces[trace_id] = span_id
-            received = receiver.wait_for_spans(CHATS, timeout=30)
+            assert receiver.spans == []
+        received = receiver.wait_for_spans(CHATS, timeout=30)
 
     assert {span.span.trace_id.hex(): span.span.parent_span_id.hex() for span in received} == traces
     assert {span.resource["service.name"] for span in received} == {"dash-under-test"}

@@ -9,6 +9,7 @@ on first use (and again after a fork), so many web processes each export their o
 """
 from __future__ import annotations
 
+import atexit
 import collections
 import logging
 import os
@@ -44,6 +45,8 @@ OPERATIONS = {
     "images/generations": "generate_content",
 }
 MAX_CONTENT_CHARS = 65536
+# At exit, what is still queued gets this long to go out (a collector that is down must not hold the exit).
+EXIT_FLUSH_MILLIS = 3000
 Attributes = dict[str, object]
 
 OTEL_DROPPED = Counter(
@@ -137,6 +140,7 @@ class Telemetry:
 
     pid: int
     tracer_provider: TracerProvider
+    span_processor: BatchSpanProcessor
     meter_provider: MeterProvider
     server_address: str
     server_port: int | None
@@ -157,9 +161,11 @@ class Telemetry:
         spans = self.tracer_provider.force_flush(timeout_millis)
         return self.meter_provider.force_flush(timeout_millis) and spans
 
-    def shutdown(self) -> None:
-        self.tracer_provider.shutdown()
-        self.meter_provider.shutdown()
+    def close(self, timeout_millis: int = EXIT_FLUSH_MILLIS) -> None:
+        """Send what is queued within about timeout_millis, then stop (the SDK's own waits up to 30 s)."""
+        # BatchSpanProcessor.shutdown() waits the whole 30 s; its BatchProcessor takes a timeout.
+        self.span_processor._batch_processor.shutdown(timeout_millis=timeout_millis)
+        self.meter_provider.shutdown(timeout_millis=timeout_millis)
 
 
 _lock = threading.Lock()
@@ -189,7 +195,13 @@ def reset() -> None:
     with _lock:
         current, _telemetry = _telemetry, None
     if current is not None and current.pid == os.getpid():
-        current.shutdown()
+        current.close()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    # A server's worker stops after its lifespan shutdown wrote the last request logs (and their spans).
+    reset()
 
 
 def _signal_url(signal: str) -> str:
@@ -210,18 +222,20 @@ def _build() -> Telemetry:
     # request. They are counted in OTEL_DROPPED instead; export failures are still logged (as errors).
     logging.getLogger("opentelemetry.sdk._shared_internal").setLevel(logging.ERROR)
     resource = _resource()
-    # shutdown_on_exit off: with the collector down, an exit must not wait for the exporter's retries.
+    # The SDK's own shutdown at exit off: it waits up to 30 s for a collector that is down; ours is
+    # bounded (_close_at_exit).
     tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
     # Queue size, batch size and delay from OTEL_BSP_*; the queue is bounded (default 2048 spans).
-    tracer_provider.add_span_processor(
-        CountingBatchSpanProcessor(CountingSpanExporter(OTLPSpanExporter(endpoint=_signal_url("traces"))))
-    )
+    exporter = CountingSpanExporter(OTLPSpanExporter(endpoint=_signal_url("traces")))
+    span_processor = CountingBatchSpanProcessor(exporter)
+    tracer_provider.add_span_processor(span_processor)
     reader = PeriodicExportingMetricReader(  # interval from OTEL_METRIC_EXPORT_INTERVAL (default 60 s)
         CountingMetricExporter(OTLPMetricExporter(endpoint=_signal_url("metrics")))
     )
     meter_provider = MeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
     upstream = urlsplit(settings.TOGETHER_BASE_URL)
-    return Telemetry(os.getpid(), tracer_provider, meter_provider, upstream.hostname or "", upstream.port)
+    return Telemetry(os.getpid(), tracer_provider, span_processor, meter_provider, upstream.hostname or "",
+                     upstream.port)
 
 
 # ---- one stored entry: its span and metrics -------------------------------------------------------------

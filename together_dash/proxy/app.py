@@ -132,8 +132,12 @@ class Proxy:
         record: RecordFunction = record_to_database,
         publish_dropped: PublishDropped | None = metrics.publish_dropped_to_cache,
         transport: httpx.AsyncBaseTransport | None = None,
+        after_stop: Callable[[], None] | None = None,
     ) -> None:
         self._config = config
+        # Run in a thread once the last logs are written (asgi.py: send the OpenTelemetry spans still queued;
+        # uvicorn ends a stopped worker with the signal it got, so no atexit handler runs there).
+        self._after_stop = after_stop
         self._record = record
         self._publish_dropped = publish_dropped
         self._transport = transport
@@ -206,6 +210,8 @@ class Proxy:
         self.started = False
         await self.transport.aclose()
         await asyncio.to_thread(self.flusher.stop, SHUTDOWN_DRAIN_SECONDS)
+        if self._after_stop is not None:
+            await asyncio.to_thread(self._after_stop)
         await asyncio.to_thread(self.limiter.stop)
         await asyncio.to_thread(self.budgets.stop)
         loop = asyncio.get_running_loop()
