@@ -9,17 +9,28 @@ same run measures, direct vs proxied:
 Targets (DESIGN.md): sequential median added <= 1.5 ms; 64 concurrent p99 added <= 25 ms.
 Writes bench/results/proxy_overhead.json.
 
+With --otel, three dashboards instead of one, measured in the same run against the same simulator:
+OpenTelemetry export off (the baseline), on to a live OTLP/HTTP receiver in this process (decoding every
+export, as a collector would), and on to a collector that is down (a closed port); requests alternate
+between them, so drift hits all alike. Writes bench/results/proxy_overhead_otel.json.
+
     .venv/bin/python bench/proxy_overhead.py [--sequential 2000] [--concurrent 64] [--per-client 50]
+    .venv/bin/python bench/proxy_overhead.py --otel [--sequential 2000] [--concurrent 64] [--per-client 50]
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import re
+import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/metrics/otlp_receiver.py
 
 from common import (  # noqa: E402
     Dashboard,
@@ -125,6 +136,99 @@ def report(results: dict[str, Any]) -> dict[str, Any]:
     return verdict
 
 
+# ---- --otel: export off, on to a live receiver, on to a collector that is down ---------------------------
+
+OTEL_MODES = ("off", "live", "down")
+DROPPED = re.compile(r'^together_dash_otel_dropped_total\{reason="(\w+)",signal="spans"\} (\S+)$', re.M)
+
+
+@contextlib.contextmanager
+def dead_collector() -> Iterator[str]:
+    """The URL of a collector that is down: a port held bound but never listening refuses connections
+    (held, so that no server started meanwhile, such as a dashboard, is given it)."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{held.getsockname()[1]}"
+
+
+async def measure_otel(sim: Simulator, dashes: dict[str, Dashboard], keys: dict[str, str],
+                       args: argparse.Namespace) -> dict[str, Any]:
+    clients = {"direct": RawClient(sim.base_url, "bench")}
+    clients |= {mode: RawClient(dash.base_url, keys[mode]) for mode, dash in dashes.items()}
+    raws = {name: client.encode("POST", "/chat/completions", CHAT) for name, client in clients.items()}
+    times: dict[str, list[float]] = {name: [] for name in clients}
+
+    async def alternate(count: int, keep: bool) -> None:
+        for _ in range(count):
+            for name, client in clients.items():
+                timing = await client.send(raws[name])
+                if timing.status != 200:
+                    raise SystemExit(f"{name}: unexpected status {timing.status}")
+                if keep:
+                    times[name].append(timing.total)
+
+    await alternate(300, keep=False)  # warm up: connections, key caches, lazy imports, the exporters
+    cpu_before = {mode: sum(cpu_seconds(pid) for pid in dash.pids) for mode, dash in dashes.items()}
+    await alternate(args.sequential, keep=True)
+    cpu = {mode: (sum(cpu_seconds(pid) for pid in dash.pids) - cpu_before[mode]) / args.sequential * 1e6
+           for mode, dash in dashes.items()}
+    concurrent_times: dict[str, list[float]] = {name: [] for name in clients}
+    for _ in range(ROUNDS):
+        for name in clients:
+            base_url = sim.base_url if name == "direct" else dashes[name].base_url
+            key = "bench" if name == "direct" else keys[name]
+            per_client = args.per_client // ROUNDS
+            concurrent_times[name] += await concurrent(base_url, key, args.concurrent, per_client)
+    return {
+        "cpu_us_per_request": cpu,
+        "sequential": {name: summary_ms(values) for name, values in times.items()},
+        f"concurrent_{args.concurrent}": {
+            name: summary_ms(values) for name, values in concurrent_times.items()
+        },
+    }
+
+
+def dropped_spans(dash: Dashboard) -> dict[str, float]:
+    return {reason: float(value) for reason, value in DROPPED.findall(dash.metrics("proxy"))}
+
+
+def report_otel(results: dict[str, Any]) -> None:
+    print(f"{'measure':<16}{'stat':>6}" + "".join(f"{name + ' ms':>12}" for name in ("direct", *OTEL_MODES))
+          + f"{'live/off':>10}{'down/off':>10}")
+    for name, by_mode in results.items():
+        if not (name == "sequential" or name.startswith("concurrent")):
+            continue
+        for stat in ("p50", "p95", "p99"):
+            row = "".join(f"{by_mode[mode][stat]:>12.3f}" for mode in ("direct", *OTEL_MODES))
+            off = by_mode["off"][stat]
+            ratios = "".join(f"{by_mode[mode][stat] / off:>10.2f}" for mode in ("live", "down"))
+            print(f"{name:<16}{stat:>6}{row}{ratios}")
+    cpu = results["cpu_us_per_request"]
+    print("proxy CPU per request: " + ", ".join(f"{mode} {cpu[mode]:.0f} us" for mode in OTEL_MODES)
+          + f" (live/off {cpu['live'] / cpu['off']:.2f}, down/off {cpu['down'] / cpu['off']:.2f})")
+    print(f"spans: {results['spans_received']} received live; dropped with the collector down: "
+          f"{results['dropped_down']}")
+
+
+def main_otel(args: argparse.Namespace) -> None:
+    from tests.metrics.otlp_receiver import OtlpReceiver
+
+    with contextlib.ExitStack() as stack:
+        receiver = stack.enter_context(OtlpReceiver())
+        env = {"off": {}, "live": {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url},
+               "down": {"OTEL_EXPORTER_OTLP_ENDPOINT": stack.enter_context(dead_collector())}}
+        sim = stack.enter_context(Simulator())
+        dashes = {mode: stack.enter_context(Dashboard(upstream=sim.base_url, env=env[mode],
+                                                      workers=args.workers)) for mode in OTEL_MODES}
+        keys = {mode: dash.create_app_key("bench") for mode, dash in dashes.items()}
+        results = run_loop(measure_otel(sim, dashes, keys, args))
+        results["dropped_down"] = dropped_spans(dashes["down"])
+        results["spans_received"] = len(receiver.spans)
+    report_otel(results)
+    path = write_results("proxy_overhead_otel", {"results": results, "args": vars(args)})
+    print(f"wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sequential", type=int, default=2000)
@@ -132,7 +236,12 @@ def main() -> None:
     parser.add_argument("--concurrent", type=int, default=64)
     parser.add_argument("--per-client", type=int, default=50)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (Procfile: 1)")
+    parser.add_argument("--otel", action="store_true",
+                        help="OpenTelemetry export: off, to a live receiver, to a collector that is down")
     args = parser.parse_args()
+    if args.otel:
+        main_otel(args)
+        return
     with Simulator() as sim, Dashboard(upstream=sim.base_url, workers=args.workers) as dash:
         key = dash.create_app_key("bench")
         results = run_loop(measure(sim, dash, key, args))

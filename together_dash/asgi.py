@@ -19,5 +19,12 @@ django_application = get_asgi_application()  # sets Django up, so the proxy can 
 from together_dash.proxy.app import Proxy  # noqa: E402
 from together_dash.proxy.dispatch import Dispatcher  # noqa: E402
 
-proxy = Proxy()
+after_stop = None
+if settings.OTEL_EXPORTER_OTLP_ENDPOINT:
+    from together_dash.metrics import otel  # noqa: E402
+
+    otel.telemetry()  # this process's exporters, started now rather than on the first request
+    after_stop = otel.reset  # at shutdown, the spans of the last logs go out (within a few seconds)
+
+proxy = Proxy(after_stop=after_stop)
 application = Dispatcher(django_application, proxy)

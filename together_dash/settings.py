@@ -294,6 +294,15 @@ PROXY_UPSTREAM_TRANSPORT = env.str("PROXY_UPSTREAM_TRANSPORT", default="lean")
 # any spend, so nothing is enforced.
 PROXY_BUDGET_SYNC_SECONDS = env.float("PROXY_BUDGET_SYNC_SECONDS", default=1.0)
 
+# OpenTelemetry export (together_dash/metrics/otel.py): off until OTEL_EXPORTER_OTLP_ENDPOINT is set (an
+# OTLP/HTTP collector, e.g. http://collector:4318). Then one span per proxied request and per ingested
+# record, with the GenAI semantic conventions, and the gen_ai.client.* metrics; the SDK's own OTEL_*
+# variables (OTEL_SERVICE_NAME, OTEL_EXPORTER_OTLP_HEADERS, OTEL_BSP_MAX_QUEUE_SIZE, ...) apply.
+# OTEL_CAPTURE_CONTENT: also export the request and response bodies (redacted, capped at
+# PROXY_BODY_SAMPLE_MAX_BYTES); off, no prompt or completion text leaves the dashboard.
+OTEL_EXPORTER_OTLP_ENDPOINT = env.str("OTEL_EXPORTER_OTLP_ENDPOINT", default="").strip()
+OTEL_CAPTURE_CONTENT = env_bool("OTEL_CAPTURE_CONTENT", default=False)
+
 # Prometheus at /metrics (together_dash/metrics): off until METRICS_TOKEN is set (a 404 and, with DEBUG
 # off, check W003); Prometheus sends it as a bearer token. The account's series have a model label for
 # the first METRICS_MAX_MODELS models ever used; later ones count under "other".

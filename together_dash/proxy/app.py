@@ -68,6 +68,9 @@ class ProxyConfig:
     # In a server process, everything loaded at startup (Django, the apps) lives as long as the process:
     # gc.freeze() keeps the collector from walking it again and again, which showed as p99 spikes.
     freeze_gc_at_start: bool = False
+    # OpenTelemetry export on (OTEL_EXPORTER_OTLP_ENDPOINT): keep each caller's traceparent for its span.
+    trace_context: bool = False
+    capture_content: bool = False  # OTEL_CAPTURE_CONTENT: bodies into the span, redacted and capped
 
     @classmethod
     def from_settings(cls) -> ProxyConfig:
@@ -86,6 +89,8 @@ class ProxyConfig:
             upstream_transport=settings.PROXY_UPSTREAM_TRANSPORT,
             budget_sync_seconds=settings.PROXY_BUDGET_SYNC_SECONDS,
             freeze_gc_at_start=True,
+            trace_context=bool(settings.OTEL_EXPORTER_OTLP_ENDPOINT),
+            capture_content=bool(settings.OTEL_EXPORTER_OTLP_ENDPOINT) and settings.OTEL_CAPTURE_CONTENT,
         )
 
 
@@ -127,8 +132,12 @@ class Proxy:
         record: RecordFunction = record_to_database,
         publish_dropped: PublishDropped | None = metrics.publish_dropped_to_cache,
         transport: httpx.AsyncBaseTransport | None = None,
+        after_stop: Callable[[], None] | None = None,
     ) -> None:
         self._config = config
+        # Run in a thread once the last logs are written (asgi.py: send the OpenTelemetry spans still queued;
+        # uvicorn ends a stopped worker with the signal it got, so no atexit handler runs there).
+        self._after_stop = after_stop
         self._record = record
         self._publish_dropped = publish_dropped
         self._transport = transport
@@ -175,6 +184,8 @@ class Proxy:
             max_body_bytes=self.config.max_body_bytes,
             sample=self.sample,
             budgets=self.budgets,
+            trace_context=self.config.trace_context,
+            capture_content=self.config.capture_content,
         )
         self.started = True
         if self.config.freeze_gc_at_start:
@@ -199,6 +210,8 @@ class Proxy:
         self.started = False
         await self.transport.aclose()
         await asyncio.to_thread(self.flusher.stop, SHUTDOWN_DRAIN_SECONDS)
+        if self._after_stop is not None:
+            await asyncio.to_thread(self._after_stop)
         await asyncio.to_thread(self.limiter.stop)
         await asyncio.to_thread(self.budgets.stop)
         loop = asyncio.get_running_loop()

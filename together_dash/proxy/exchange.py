@@ -72,6 +72,8 @@ class Collaborators:
     max_body_bytes: int
     sample: Callable[[], float]  # a uniform draw in [0, 1), for body sampling
     budgets: BudgetGuard | None = None  # enforced app-key budgets (None: not enforced)
+    trace_context: bool = False  # keep the caller's traceparent for the OpenTelemetry span
+    capture_content: bool = False  # OTEL_CAPTURE_CONTENT: keep every body for the span (not stored)
 
 
 class Exchange:
@@ -90,17 +92,28 @@ class Exchange:
             endpoint=endpoint_name(scope["path"]),
             method=scope["method"],
         )
+        if shared.trace_context:
+            self._keep_trace_context()
         self.endpoint_label = metrics.endpoint_label(self.entry.endpoint)
         self.credential: Credential | None = None
         self.facts = RequestFacts()
         self.asked_for_usage = False
-        self.sampling = shared.body_sample_rate > 0 and shared.sample() < shared.body_sample_rate
+        self.storing_sample = shared.body_sample_rate > 0 and shared.sample() < shared.body_sample_rate
+        self.sampling = self.storing_sample or shared.capture_content
         self.client_gone = False
         self.finished = False
         self.upstream_status: int | None = None
         # What stopped a streamed upload on our side (the client left, or its body went over the
         # limit): the transport only sees its request fail, the exchange answers for the real cause.
         self.upload_error: Exception | None = None
+
+    def _keep_trace_context(self) -> None:
+        """The caller's W3C trace context, as sent (it is checked when the span is made, off this path)."""
+        traceparent = header_value(self.headers, b"traceparent")
+        if traceparent:
+            self.entry.traceparent = traceparent.decode("latin-1")[:100]
+            tracestate = header_value(self.headers, b"tracestate")
+            self.entry.tracestate = tracestate.decode("latin-1")[:512] if tracestate else ""
 
     # ---- the whole exchange ------------------------------------------------------------------------
 
@@ -480,8 +493,11 @@ class Exchange:
         secrets = (self.credential.upstream_secret,) if self.credential else ()
         text = data[: limit * 2].decode("utf-8", errors="replace")
         text = redact(text, (*secrets, bearer_token(self.headers)))
-        samples = self.entry.extra.setdefault("body_sample", {})
-        samples[part] = text[:limit]
+        if self.storing_sample:
+            self.entry.extra.setdefault("body_sample", {})[part] = text[:limit]
+        if self.shared.capture_content:
+            # For the span only: recording stores body_sample, never this.
+            self.entry.extra.setdefault("content", {})[part] = text[:limit]
 
     def _log(self) -> None:
         entry = self.entry

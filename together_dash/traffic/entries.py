@@ -37,3 +37,7 @@ class LogEntry:
     kind: str = ""
     error_message: str = ""
     extra: dict[str, object] = field(default_factory=dict)
+    # The caller's W3C trace context (traceparent, tracestate headers), kept only while OpenTelemetry
+    # export is on, so the request's span continues the caller's trace; never stored in the database.
+    traceparent: str = ""
+    tracestate: str = ""

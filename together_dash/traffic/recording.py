@@ -94,6 +94,9 @@ class RecordResult:
     keys: dict[int | None, KeyOutcome] = field(default_factory=dict)
     # Cost recorded per (app key id, UTC hour), for the budgets' shared spend counters.
     app_key_spend: dict[tuple[int, datetime], Decimal] = field(default_factory=dict)
+    # The entries stored by this batch (re-sent ingest records left out), each with its cost (None:
+    # unpriced), for the listeners that report every request elsewhere (the OpenTelemetry export).
+    stored: list[tuple[LogEntry, Decimal | None]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -138,6 +141,7 @@ def _record(items: list[_Item]) -> RecordResult:
     result.created = len(new)
     result.keys = _tally_keys(new)
     result.app_key_spend = {place: counters[1] for place, counters in app_key_hours.items() if counters[1]}
+    result.stored = [(item.entry, item.row[_COST]) for item in new]
     _announce(result)
     return result
 
