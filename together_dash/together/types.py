@@ -54,6 +54,12 @@ def _mapping(data: Any) -> Mapping[str, Any]:
     return data
 
 
+def _member(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    """A nested object of a response, or an empty one when it is missing or not an object."""
+    value = data.get(name)
+    return value if isinstance(value, Mapping) else {}
+
+
 def _str(value: Any) -> str | None:
     if value is None or isinstance(value, dict | list):
         return None
@@ -237,7 +243,7 @@ class FineTuneJob:
     def from_json(cls, data: Any) -> Self:
         """Build from a fine-tune job object."""
         data = _mapping(data)
-        progress = data.get("progress") if isinstance(data.get("progress"), Mapping) else {}
+        progress = _member(data, "progress")
         status = _str(data.get("status"))
         return cls(
             id=_required_id(data),
@@ -547,7 +553,7 @@ class DedicatedEndpoint:
     @classmethod
     def from_json(cls, data: Any) -> Self:
         data = _mapping(data)
-        scaling = data.get("autoscaling") if isinstance(data.get("autoscaling"), Mapping) else {}
+        scaling = _member(data, "autoscaling")
         return cls(
             id=_required_id(data),
             name=_str(data.get("name")) or "",
@@ -583,9 +589,9 @@ class Hardware:
     def from_json(cls, data: Any) -> Self:
         """Build from a hardware object parsed with parse_float=Decimal, so the price stays exact."""
         data = _mapping(data)
-        pricing = data.get("pricing") if isinstance(data.get("pricing"), Mapping) else {}
-        specs = data.get("specs") if isinstance(data.get("specs"), Mapping) else {}
-        availability = data.get("availability") if isinstance(data.get("availability"), Mapping) else {}
+        pricing = _member(data, "pricing")
+        specs = _member(data, "specs")
+        availability = _member(data, "availability")
         return cls(
             id=_required_id(data),
             cents_per_minute=_price(pricing.get("cents_per_minute")),
