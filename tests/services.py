@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 
@@ -11,3 +12,12 @@ def require_ci_service(reason: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI=true and {reason}")
     pytest.skip(reason)
+
+
+def wait_or_kill(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Give a process that was asked to stop `timeout` seconds, then kill it; either way it is reaped."""
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -25,6 +25,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.conf import settings
 
+from tests.services import wait_or_kill
+
 SCRIPT = Path(__file__).with_name("oidc_provider.mjs")
 MARK = "oidc-test: "
 NODE_MODULES = Path(settings.BASE_DIR) / "node_modules" / "oidc-provider"
@@ -73,11 +75,7 @@ def run_oidc_provider(redirect_uri: str, users: dict[str, dict[str, Any]]) -> It
         yield NodeProvider(json.loads(line)["issuer"], client_id, client_secret, process, log)
     finally:
         process.stdin.close()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        wait_or_kill(process)
         log.close()
 
 

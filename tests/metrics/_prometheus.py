@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from bench.common import free_port
-from tests.services import require_ci_service
+from tests.services import require_ci_service, wait_or_kill
 
 PROMETHEUS = "/usr/bin/prometheus"
 PROMTOOL = "/usr/bin/promtool"
@@ -71,11 +71,7 @@ def running_prometheus(folder: Path, scrape_configs: list[dict[str, Any]]) -> It
         yield Prometheus(url)
     finally:
         process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        wait_or_kill(process)
         log.close()
 
 
