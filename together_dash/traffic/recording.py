@@ -560,9 +560,10 @@ def _aggregate_app_key_hours(stored: list[_Item]) -> dict[tuple[int, datetime], 
         app_key_id = row[_APP_KEY]
         if app_key_id is None:
             continue
-        counters = hours.get((app_key_id, _hour(row[_CREATED])))
+        place = (app_key_id, _hour(row[_CREATED]))
+        counters = hours.get(place)
         if counters is None:
-            counters = hours[(app_key_id, _hour(row[_CREATED]))] = [0, Decimal(0), 0]
+            counters = hours[place] = [0, Decimal(0), 0]
         counters[0] += 1
         if row[_COST] is not None:
             counters[1] += row[_COST]
